@@ -1,0 +1,11 @@
+# The CPU demo model for AV-Digits: narrow (width 16) ResNet18 encoders for the
+# 1 x 129 x 63 spectrogram and the 1 x 1 x 28 x 28 digit image, concat fusion.
+model = dict(
+    type='MultimodalClassifier',
+    encoders=dict(
+        audio=dict(type='ResNet18', in_channels=1, base_channels=16),
+        visual=dict(type='ResNet18', in_channels=1, base_channels=16)),
+    fusion=dict(type='ConcatFusion'),
+    head=dict(type='LinearClsHead', num_classes=10),
+    modality_logits='analytic',
+    data_preprocessor=dict(type='MultimodalDataPreprocessor'))

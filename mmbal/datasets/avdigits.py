@@ -1,0 +1,132 @@
+"""AV-Digits: the small audio-visual digit dataset shipped with mmbal.
+
+Each sample pairs a real handwritten digit image (28x28) with a spoken clip of
+the same digit (8 kHz FLAC), said in English, French, Italian, Russian or
+Spanish. Train/val/test have disjoint speakers and images and each holds every
+language; ``test_human`` holds real human recordings (one speaker each of
+en, fr, it, ru). See ``tools/data/build_avdigits.py``
+for how the data is made, and ``data/avdigits/manifest.json`` for its contents.
+"""
+from __future__ import annotations
+
+import csv
+import os.path as osp
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from mmbal.registry import DATASETS
+from .base_dataset import MultimodalDataset
+
+
+@DATASETS.register_module()
+class AVDigitsDataset(MultimodalDataset):
+    """AV-Digits dataset.
+
+    Each data info holds ``label``, ``voice``, ``image_index``, ``language``
+    (``'en'``, ``'fr'``, ``'it'``, ``'ru'`` or ``'es'``; only when the annotation
+    file has that column) and, per requested modality, ``audio_path`` (absolute
+    path of the FLAC clip) and/or ``visual`` (uint8 array ``(1, 28, 28, 1)``,
+    i.e. (T, H, W, C)).
+
+    Args:
+        data_root: Directory holding ``images.npz``, ``audio/`` and
+            ``annotations/``.
+        split: One of ``'train'``, ``'val'``, ``'test'``, ``'test_human'``;
+            reads ``annotations/<split>.csv``.
+        modalities: Subset of ``('audio', 'visual')`` to load, in config order.
+        pipeline: Transforms applied to each data info.
+        ann_file: Overrides ``annotations/<split>.csv`` (relative paths are
+            taken under ``data_root``).
+        **kwargs: Passed to :class:`MultimodalDataset`.
+    """
+
+    AVAILABLE_MODALITIES = ('audio', 'visual')
+    METAINFO = dict(classes=tuple(str(i) for i in range(10)))
+    SPLITS = ('train', 'val', 'test', 'test_human')
+    CSV_COLUMNS = ('image_index', 'audio', 'label', 'voice')
+    OPTIONAL_COLUMNS = ('language', )
+    DATA_LAYOUT = ('a directory holding annotations/{train,val,test,test_human}.csv, '
+                   'images.npz and audio/<voice>/<clip>.flac; the repository ships it '
+                   'in data/avdigits, and tools/data/build_avdigits.py rebuilds it')
+
+    def __init__(self,
+                 data_root: str = 'data/avdigits',
+                 split: str = 'train',
+                 modalities: Sequence[str] = ('audio', 'visual'),
+                 pipeline: Sequence[dict | Callable] = (),
+                 ann_file: str = '',
+                 **kwargs: Any) -> None:
+        if split not in self.SPLITS:
+            raise ValueError(f'AVDigitsDataset: unknown split {split!r}; '
+                             f'expected one of {list(self.SPLITS)}')
+        self.split = split
+        self._images: np.ndarray | None = None
+        self._image_labels: np.ndarray | None = None
+        super().__init__(
+            modalities=modalities,
+            ann_file=ann_file or f'annotations/{split}.csv',
+            data_root=data_root,
+            pipeline=pipeline,
+            **kwargs)
+
+    def _load_images(self) -> tuple[np.ndarray, np.ndarray]:
+        """Read images.npz once per dataset object."""
+        if self._images is None:
+            path = osp.join(self.data_root, 'images.npz')
+            if not osp.isfile(path):
+                raise FileNotFoundError(
+                    f'{path!r} not found for AVDigitsDataset: expected {self.DATA_LAYOUT}')
+            with np.load(path, allow_pickle=False) as npz:
+                self._images = np.asarray(npz['images'], dtype=np.uint8)
+                self._image_labels = np.asarray(npz['labels'], dtype=np.int64)
+        return self._images, self._image_labels
+
+    def load_data_list(self) -> list[dict]:
+        """Parse ``annotations/<split>.csv`` into data infos (rows in file order)."""
+        want_audio = 'audio' in self.modalities
+        want_visual = 'visual' in self.modalities
+        if want_visual:
+            images, image_labels = self._load_images()
+        data_list = []
+        seen_audio: set[str] = set()
+        with open(self.ann_file, newline='') as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in self.CSV_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(
+                    f'{self.ann_file!r} lacks columns {missing}; expected header '
+                    f'{",".join(self.CSV_COLUMNS)}[,{",".join(self.OPTIONAL_COLUMNS)}]')
+            has_language = 'language' in reader.fieldnames
+            for row_no, row in enumerate(reader, start=2):  # row 1 is the header
+                label = self.parse_label(row['label'], row=row_no)
+                try:
+                    image_index = int(row['image_index'])
+                except ValueError:
+                    raise ValueError(f'{self.ann_file!r} row {row_no}: image_index '
+                                     f'{row["image_index"]!r} is not an integer') from None
+                info: dict[str, Any] = dict(label=label, voice=row['voice'],
+                                            image_index=image_index)
+                if has_language:
+                    info['language'] = row['language']
+                if want_audio:
+                    path = osp.abspath(osp.join(self.data_root, row['audio']))
+                    if path not in seen_audio:
+                        if not osp.isfile(path):
+                            raise FileNotFoundError(
+                                f'{self.ann_file!r} row {row_no}: audio file '
+                                f'{path!r} not found')
+                        seen_audio.add(path)
+                    info['audio_path'] = path
+                if want_visual:
+                    if not 0 <= image_index < len(images):
+                        raise ValueError(
+                            f'{self.ann_file!r} row {row_no}: image_index {image_index} '
+                            f'outside images.npz (0..{len(images) - 1})')
+                    if image_labels[image_index] != label:
+                        raise ValueError(
+                            f'{self.ann_file!r} row {row_no}: label {label} but image '
+                            f'{image_index} is a {image_labels[image_index]}')
+                    info['visual'] = images[image_index][None, :, :, None].copy()
+                data_list.append(info)
+        return data_list

@@ -1,0 +1,112 @@
+"""ResNet18 encoders for spectrograms (1 channel) and frame stacks (T frames)."""
+from typing import List
+
+import torch
+from mmengine.model import BaseModule
+from torch import nn
+
+from mmbal.registry import MODELS
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+@MODELS.register_module()
+class ResNet18(BaseModule):
+    """ResNet18 trunk returning one pooled feature vector per sample.
+
+    A 4-D input ``(B, C, H, W)`` (e.g. a spectrogram) is pooled over space.
+    A 5-D input ``(B, C, T, H, W)`` runs each frame through the 2-D network and
+    averages over time and space, as the reference audio-visual repos do.
+
+    Args:
+        in_channels: Input channels (1 for spectrograms, 3 for RGB).
+        base_channels: Width of the first stage (64 is the standard network;
+            the CPU demo uses a narrow one). Stage ``i`` has
+            ``base_channels * 2**i`` channels.
+        zero_init_residual: Zero the last BN of each block (off in the papers).
+    """
+
+    arch_blocks = (2, 2, 2, 2)
+
+    def __init__(self, in_channels: int = 3, base_channels: int = 64,
+                 zero_init_residual: bool = False, init_cfg=None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.in_channels = in_channels
+        self.base_channels = base_channels
+        self.zero_init_residual = zero_init_residual
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, base_channels, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(base_channels), nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1))
+        stages: List[nn.Module] = []
+        channels = base_channels
+        for i, num_blocks in enumerate(self.arch_blocks):
+            out_channels = base_channels * 2**i
+            stride = 1 if i == 0 else 2
+            blocks = [BasicBlock(channels, out_channels, stride)]
+            blocks += [BasicBlock(out_channels, out_channels) for _ in range(num_blocks - 1)]
+            stages.append(nn.Sequential(*blocks))
+            channels = out_channels
+        # One entry per depth: methods that act per block (AIM, D&R) index these.
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = channels
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def init_weights(self) -> None:
+        # Keep the kaiming init above unless an explicit init_cfg asks otherwise.
+        if self.init_cfg:
+            super().init_weights()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, C, H, W) or (B, C, T, H, W). Returns: (B, out_channels)."""
+        if x.dim() == 5:
+            b, c, t, h, w = x.shape
+            x = x.transpose(1, 2).reshape(b * t, c, h, w)
+            return self._trunk(x).view(b, t, -1).mean(dim=1)
+        if x.dim() != 4:
+            raise ValueError(
+                f'ResNet18 expects a (B, C, H, W) or (B, C, T, H, W) input, '
+                f'got shape {tuple(x.shape)}')
+        return self._trunk(x)
+
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'ResNet18 was built with in_channels={self.in_channels} '
+                             f'but got an input with {x.shape[1]} channels')
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x.mean(dim=(2, 3))

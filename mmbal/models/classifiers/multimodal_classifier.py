@@ -1,0 +1,162 @@
+"""Encoders -> fusion neck -> head, for any number of modalities."""
+import copy
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from mmengine.logging import print_log
+from mmengine.model import BaseModel
+from torch import nn
+
+from mmbal.models.utils import LOGIT_MODES, ModalityOutputs
+from mmbal.registry import MODELS
+
+
+def _fill_channels(cfg: dict, key: str, expected, owner: str, source: str) -> dict:
+    """Set ``cfg[key]`` to ``expected`` or check that the configured value equals it."""
+    cfg = copy.deepcopy(dict(cfg))
+    given = cfg.get(key)
+    if given is None:
+        cfg[key] = expected
+    elif isinstance(expected, dict):
+        if list(given) != list(expected):
+            raise ValueError(f'{owner}: {key} names modalities {list(given)} but the '
+                             f'encoders are {list(expected)} (in this order)')
+        for m, dim in expected.items():
+            if given[m] != dim:
+                raise ValueError(f'{owner}: {key}[{m!r}]={given[m]} but {source} {m!r} '
+                                 f'outputs {dim} channels')
+    elif given != expected:
+        raise ValueError(f'{owner}: {key}={given} but {source} outputs {expected} channels')
+    return cfg
+
+
+@MODELS.register_module()
+class MultimodalClassifier(BaseModel):
+    """Multimodal classifier; with one modality it is the unimodal model.
+
+    Args:
+        encoders: ``{modality: backbone cfg}``; the order is the modality order
+            every order-dependent formula uses.
+        fusion: Fusion neck cfg; ``in_channels`` is filled from the encoders.
+        head: Head cfg (``in_channels`` filled from the fusion), or None to
+            use the fusion's output as the logits (late fusion; the reference
+            "sum" model with ``out_channels = num_classes``).
+        loss: Loss on the fused logits.
+        modality_logits: How per-modality logits are computed for metrics and
+            the training log: 'analytic', 'probe', or None (not computed).
+        train_accuracy: Log batch accuracy of the fused output and of each
+            modality every iteration.
+        data_preprocessor: Defaults to ``MultimodalDataPreprocessor``.
+    """
+
+    def __init__(self, encoders: Dict[str, dict], fusion: dict, head: Optional[dict] = None,
+                 loss: dict = dict(type='CrossEntropyLoss'),
+                 modality_logits: Optional[str] = 'analytic',
+                 train_accuracy: bool = True,
+                 data_preprocessor: Optional[dict] = None, init_cfg=None) -> None:
+        if data_preprocessor is None:
+            data_preprocessor = dict(type='MultimodalDataPreprocessor')
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if not encoders:
+            raise ValueError('MultimodalClassifier needs at least one encoder')
+        self.modalities: List[str] = list(encoders)
+        self.encoders = nn.ModuleDict({m: MODELS.build(cfg) for m, cfg in encoders.items()})
+        dims = {m: enc.out_channels for m, enc in self.encoders.items()}
+        fusion_cfg = _fill_channels(fusion, 'in_channels', dims, fusion.get('type'), 'encoder')
+        self.fusion = MODELS.build(fusion_cfg)
+        if self.fusion.outputs_logits and head is not None:
+            raise ValueError(f'{fusion["type"]} ends in class logits; set head=None')
+        self.head = None
+        if head is not None:
+            head_cfg = _fill_channels(head, 'in_channels', self.fusion.out_channels,
+                                      head.get('type'), f'fusion {fusion["type"]}')
+            self.head = MODELS.build(head_cfg)
+        self.loss_module = MODELS.build(loss)
+        if modality_logits not in (*LOGIT_MODES, None):
+            raise ValueError(f'modality_logits={modality_logits!r}; expected one of '
+                             f'{LOGIT_MODES} or None')
+        if modality_logits == 'analytic' and not self.fusion.supports_analytic:
+            raise ValueError(f'{fusion["type"]} has no analytic per-modality logits; '
+                             f"set model.modality_logits='probe' (or None)")
+        self.modality_logits = modality_logits
+        self.train_accuracy = train_accuracy
+        print_log(f'MultimodalClassifier: modalities {self.modalities}, fusion '
+                  f'{fusion["type"]}, per-modality logits: {modality_logits}', logger='current')
+
+    def classify(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Fused logits ``(B, num_classes)`` from ``{m: (B, C_m)}`` features."""
+        fused = self.fusion(features)
+        return fused if self.head is None else self.head(fused)
+
+    def extract_feats(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Encoder outputs ``{m: (B, C_m)}``; every configured modality is required."""
+        missing = [m for m in self.modalities if m not in inputs]
+        if missing:
+            raise KeyError(f'the batch lacks modalities {missing} that the model encodes; '
+                           f'it has {list(inputs)}')
+        return {m: self.encoders[m](inputs[m]) for m in self.modalities}
+
+    def run(self, inputs: Dict[str, torch.Tensor]) -> ModalityOutputs:
+        """One forward pass, returning the record metrics and balance hooks read."""
+        features = self.extract_feats(inputs)
+        return ModalityOutputs(features, self.classify(features), self.fusion,
+                               self.classify, self.head)
+
+    def forward(self, inputs: Dict[str, torch.Tensor],
+                data_samples: Optional[Dict[str, torch.Tensor]] = None,
+                mode: str = 'tensor') -> Union[Dict[str, torch.Tensor], list, torch.Tensor]:
+        outputs = self.run(inputs)
+        if mode == 'tensor':
+            return outputs.fused_logits
+        if mode == 'loss':
+            return self.loss(outputs, data_samples)
+        if mode == 'predict':
+            return self.predict(outputs, data_samples)
+        raise ValueError(f'invalid mode {mode!r}; expected loss, predict or tensor')
+
+    def loss(self, outputs: ModalityOutputs,
+             data_samples: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        labels = data_samples['gt_label']
+        losses = {'loss': self.loss_module(outputs.fused_logits, labels)}
+        if self.train_accuracy:
+            with torch.no_grad():
+                losses['acc/fused'] = _accuracy(outputs.fused_logits, labels)
+                if self.modality_logits is not None:
+                    for m, s in outputs.logits(self.modality_logits).items():
+                        losses[f'acc/{m}'] = _accuracy(s, labels)
+        return losses
+
+    def predict(self, outputs: ModalityOutputs,
+                data_samples: Optional[Dict[str, torch.Tensor]] = None) -> List[dict]:
+        """One dict per sample: fused ``pred_score`` (C,), ``modality_scores`` and labels."""
+        fused = outputs.fused_logits.detach().float().cpu()
+        per_mod = {}
+        if self.modality_logits is not None:
+            per_mod = {m: s.detach().float().cpu()
+                       for m, s in outputs.logits(self.modality_logits).items()}
+        results = []
+        labels = _to_list(data_samples, 'gt_label', len(fused))
+        indices = _to_list(data_samples, 'sample_idx', len(fused))
+        for i in range(len(fused)):
+            result = {'pred_score': fused[i],
+                      'modality_scores': {m: s[i] for m, s in per_mod.items()}}
+            if labels is not None:
+                result['gt_label'] = labels[i]
+            if indices is not None:
+                result['sample_idx'] = indices[i]
+            results.append(result)
+        return results
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(dim=1) == labels).float().mean() * 100
+
+
+def _to_list(samples: Optional[dict], key: str, size: int) -> Optional[Sequence[int]]:
+    if not samples or key not in samples:
+        return None
+    values = samples[key]
+    values = values.tolist() if isinstance(values, torch.Tensor) else list(values)
+    if len(values) != size:
+        raise ValueError(f'data_samples[{key!r}] has {len(values)} entries for a batch of {size}')
+    return values

@@ -1,0 +1,3 @@
+from .multimodal_preprocessor import MultimodalDataPreprocessor
+
+__all__ = ['MultimodalDataPreprocessor']

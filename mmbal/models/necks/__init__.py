@@ -1,0 +1,8 @@
+from .base_fusion import BaseFusion
+from .concat import ConcatFusion
+from .film import FiLMFusion
+from .gated import GatedFusion
+from .late import LateFusion
+from .sum import SumFusion
+
+__all__ = ['BaseFusion', 'ConcatFusion', 'SumFusion', 'LateFusion', 'FiLMFusion', 'GatedFusion']

@@ -1,0 +1,73 @@
+"""Base class of fusion necks: per-modality features in, one fused tensor out."""
+from typing import Dict, Optional, Sequence
+
+import torch
+from mmengine.model import BaseModule
+from torch import nn
+
+
+class BaseFusion(BaseModule):
+    """Fuses a dict of per-modality features ``{m: (B, C_m)}`` into ``(B, out_channels)``.
+
+    Subclasses say how many modalities they accept (``num_modalities``, None =
+    any) and whether they have an analytic per-modality decomposition
+    (``supports_analytic``; see SPEC "Per-modality logits"). ``outputs_logits``
+    is True for necks that always end in class logits (late fusion), so the
+    classifier must not add a head after them.
+
+    Args:
+        in_channels: Feature size of every modality, in config order. The
+            classifier fills it from its encoders when omitted and checks it
+            when given.
+    """
+
+    num_modalities: Optional[int] = None
+    supports_analytic: bool = False
+    outputs_logits: bool = False
+
+    def __init__(self, in_channels: Dict[str, int], init_cfg=None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if not in_channels:
+            raise ValueError(f'{type(self).__name__} needs in_channels for at least one modality')
+        if self.num_modalities is not None and len(in_channels) != self.num_modalities:
+            raise ValueError(
+                f'{type(self).__name__} fuses exactly {self.num_modalities} modalities, '
+                f'got {len(in_channels)}: {list(in_channels)}')
+        self.in_channels = dict(in_channels)
+        self.modalities = list(in_channels)
+
+    def _check_modality(self, name: str, arg: str) -> None:
+        if name not in self.in_channels:
+            raise ValueError(f'{type(self).__name__}: {arg}={name!r} is not one of the '
+                             f'fused modalities {self.modalities}')
+
+    def analytic_logits(self, features: Dict[str, torch.Tensor],
+                        head: Optional[nn.Module]) -> Dict[str, torch.Tensor]:
+        """Per-modality logits ``s_m`` whose definition SPEC gives for this fusion."""
+        raise NotImplementedError(
+            f'{type(self).__name__} has no analytic per-modality logits; '
+            f"set the classifier's modality_logits='probe'")
+
+
+def linear_head_params(head: Optional[nn.Module], fusion: BaseFusion):
+    """Weight and bias of a linear classifier head, for analytic decompositions."""
+    fc = getattr(head, 'fc', None)
+    if not isinstance(fc, nn.Linear):
+        raise TypeError(
+            f'analytic per-modality logits of {type(fusion).__name__} need a linear '
+            f'head with an `fc` nn.Linear, got {type(head).__name__}')
+    return fc.weight, fc.bias
+
+
+def split_bias(bias: Optional[torch.Tensor], parts: int) -> Optional[torch.Tensor]:
+    """Share of a fused classifier bias given to each of ``parts`` modalities (b/M)."""
+    return None if bias is None else bias / parts
+
+
+def ordered(features: Dict[str, torch.Tensor], modalities: Sequence[str]):
+    """Features in the fusion's modality order, with a clear error for a missing one."""
+    try:
+        return [features[m] for m in modalities]
+    except KeyError as err:
+        raise KeyError(f'fusion expects features of modalities {list(modalities)}, '
+                       f'got {list(features)}') from err

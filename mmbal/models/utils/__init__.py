@@ -1,0 +1,3 @@
+from .modality_outputs import LOGIT_MODES, ModalityOutputs, probe_logits
+
+__all__ = ['ModalityOutputs', 'probe_logits', 'LOGIT_MODES']
