@@ -27,7 +27,7 @@ A variant is a dict of config overrides (``model``, ``default_hooks``, ...) and
 extra ``custom_hooks``; add balance-method rows to :data:`VARIANTS`, e.g.
 ``'ogm_ge': dict(custom_hooks=[dict(type='OGMGEHook', ...)])``.
 
-Example (the demo setting, ~2 minutes on 2 CPU cores)::
+Example (the demo setting, ~1.5 minutes on 2 CPU cores; results in benchmarks/README.md)::
 
     python benchmarks/step_time.py --setting demo --out work_dirs/benchmarks/step_time_demo.json
 """
@@ -90,14 +90,25 @@ VARIANTS: Dict[str, dict] = {
     'mmbal': dict(description='Runner, concat fusion, train_accuracy=True, default hooks'),
     'mmbal_noacc': dict(description='as mmbal with model.train_accuracy=False',
                         cfg=dict(model=dict(train_accuracy=False))),
-    'mmbal_nolog': dict(description='as mmbal with the LoggerHook never firing (diagnostic)',
-                        cfg=dict(default_hooks=dict(logger=dict(interval=10**9)))),
+    # (A huge LoggerHook interval is not enough: it still logs at every epoch end.)
+    'mmbal_nolog': dict(description='as mmbal without the LoggerHook (diagnostic)',
+                        cfg=dict(default_hooks=dict(logger=None))),
     'mmbal_bare': dict(description='train_accuracy=False and no default hooks at all: '
                                    'train_step only (diagnostic)',
                        cfg=dict(model=dict(train_accuracy=False),
                                 default_hooks=_NO_DEFAULT_HOOKS)),
+    # Balance methods: each hook's cost relative to plain joint training (the 'mmbal' row).
+    'pdmp': dict(description='mmbal + PDMPHook (gamma_p 15, m_p visual, m_o audio)',
+                 custom_hooks=[dict(type='PDMPHook', gamma_p=15.0, dominant='visual',
+                                    optim_dominant='audio')]),
+    'ogm': dict(description='mmbal + OGMGEHook variant OGM (BalanceOptimWrapper)',
+                cfg=dict(optim_wrapper=dict(type='BalanceOptimWrapper')),
+                custom_hooks=[dict(type='OGMGEHook', alpha=0.8, variant='OGM')]),
+    'ogm_ge': dict(description='mmbal + OGMGEHook variant OGM_GE (GE noise)',
+                   cfg=dict(optim_wrapper=dict(type='BalanceOptimWrapper')),
+                   custom_hooks=[dict(type='OGMGEHook', alpha=0.8, variant='OGM_GE')]),
 }
-DEFAULT_VARIANTS = ('mmbal', 'mmbal_noacc')
+DEFAULT_VARIANTS = ('mmbal', 'mmbal_noacc', 'pdmp', 'ogm', 'ogm_ge')
 
 
 @dataclass
@@ -106,14 +117,15 @@ class BenchConfig:
 
     setting: str = 'demo'
     batch_size: int = 64
-    iters: int = 30
-    warmup: int = 3
-    repeats: int = 6
+    iters: int = 18
+    warmup: int = 2
+    repeats: int = 10
     device: str = 'cpu'
-    threads: int = 1
+    threads: int = 2
     seed: int = 0
     lr: float = 1e-3
     variants: Tuple[str, ...] = DEFAULT_VARIANTS
+    extra_blocks: int = 0  # untimed Runner blocks (--breakdown, --profile)
     shape: dict = field(default_factory=dict)
 
     @property
@@ -331,9 +343,9 @@ def runner_config(bc: BenchConfig, variant: str, work_dir: str,
         dataset=dataset_cfg(bc))
     cfg.optim_wrapper = dict(type='OptimWrapper', optimizer=dict(
         type='SGD', lr=bc.lr, momentum=0.9, weight_decay=1e-4))
-    # One epoch per block (+2 for --breakdown/--profile); the gate hook ends
+    # One epoch per block (+ extra for --breakdown/--profile); the gate hook ends
     # each ``train_loop.run()`` after one epoch.
-    cfg.train_cfg = dict(by_epoch=True, max_epochs=bc.repeats + 2, val_interval=1)
+    cfg.train_cfg = dict(by_epoch=True, max_epochs=bc.repeats + bc.extra_blocks, val_interval=1)
     cfg.randomness = dict(seed=bc.seed, deterministic=False)
     # No validation here, as tools/train.py --no-validate does.
     cfg.default_hooks.checkpoint.pop('save_best', None)
@@ -359,8 +371,8 @@ class RunnerPath:
         self.end = next(h for h in hooks if isinstance(h, StepTimeEndHook))
         # The span must open before and close after every other hook's per-iter work.
         assert hooks[0] is self.start, [type(h).__name__ for h in hooks]
-        last_after_iter = [h for h in hooks if type(h).after_train_iter is not Hook.after_train_iter]
-        assert last_after_iter[-1] is self.end, [type(h).__name__ for h in hooks]
+        after_iter = [h for h in hooks if type(h).after_train_iter is not Hook.after_train_iter]
+        assert after_iter[-1] is self.end, [type(h).__name__ for h in hooks]
         self.started = False
 
     def run_block(self) -> BlockTimes:
@@ -405,13 +417,11 @@ def _memory_child(bc: BenchConfig, path: str) -> dict:
     DATASETS.build(dataset_cfg(bc))
     rss_before = _proc_status_mib('VmRSS')
     with tempfile.TemporaryDirectory(prefix='mmbal_step_time_') as tmp:
-        if path == 'plain':
-            runner = PlainPath(bc)
-        else:
-            runner = RunnerPath(bc, path, tmp, log_level='WARNING')
+        runnable = (PlainPath(bc) if path == 'plain' else
+                    RunnerPath(bc, path, tmp, log_level='WARNING'))
         if bc.device.startswith('cuda'):
             torch.cuda.reset_peak_memory_stats()
-        runner.run_block()
+        runnable.run_block()
         out = dict(vm_hwm_mib=_proc_status_mib('VmHWM'), vm_rss_before_mib=rss_before)
         out['delta_mib'] = out['vm_hwm_mib'] - rss_before
         if bc.device.startswith('cuda'):
@@ -491,30 +501,38 @@ def profile_block(path: RunnerPath, top: int) -> str:
     return buf.getvalue()
 
 
-def breakdown_block(path: RunnerPath) -> Dict[str, float]:
-    """Mean ms per measured iteration of each part of a Runner step (one untimed block).
+PLAIN_EQUIVALENT = ('  forward (encoders, fusion, head)', '    loss_module (cross-entropy)',
+                    '    optim_wrapper.backward', '    optim_wrapper.step',
+                    '    optim_wrapper.zero_grad')
+
+
+def breakdown(path: RunnerPath, blocks: int) -> Dict[str, dict]:
+    """Median and mean ms per iteration of each part of a Runner step (untimed blocks).
 
     Wraps every hook's ``before_train_iter``/``after_train_iter`` and the parts
     of ``train_step`` (preprocessor, forward, loss, ``parse_losses``,
     ``update_params`` and its backward/step/zero_grad) with ``perf_counter``;
-    iterations before ``warmup`` are not counted. Nested entries are indented.
+    warm-up iterations are not counted. Nested entries are indented. The row
+    ``runner overhead`` is, per iteration, the timed span minus the work the
+    plain loop also does (:data:`PLAIN_EQUIVALENT`): the cost of everything
+    mmbal adds, robust to slow-downs of the big parts.
     """
     runner, bc = path.runner, path.bc
     model, optim = runner.model, runner.optim_wrapper
-    totals: Dict[str, float] = {}
+    cur: Dict[str, float] = {}
+    per_iter: Dict[str, List[float]] = {}
     patched: List[Tuple[Any, str]] = []
 
     def wrap(obj: Any, attr: str, label: str) -> None:
         fn = getattr(obj, attr)
-        totals[label] = 0.0
+        per_iter[label] = []
 
         def timed(*args, **kwargs):
             t = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                if len(path.start.stamps) > bc.warmup:
-                    totals[label] += time.perf_counter() - t
+                cur[label] = cur.get(label, 0.0) + time.perf_counter() - t
         setattr(obj, attr, timed)
         patched.append((obj, attr))
 
@@ -526,22 +544,44 @@ def breakdown_block(path: RunnerPath) -> Dict[str, float]:
                 wrap(h, attr, f'hook {type(h).__name__}.{attr}')
     wrap(model, 'train_step', 'train_step')
     wrap(model.data_preprocessor, 'forward', '  data_preprocessor')
-    if hasattr(model, 'run'):
-        wrap(model, 'run', '  forward (encoders, fusion, head)')
-    if hasattr(model, 'loss'):
-        wrap(model, 'loss', '  model.loss (loss + train accuracy)')
+    wrap(model, 'run', '  forward (encoders, fusion, head)')
+    wrap(model, 'loss', '  model.loss (loss + train accuracy)')
+    wrap(model.loss_module, 'forward', '    loss_module (cross-entropy)')
     wrap(model, 'parse_losses', '  parse_losses')
     wrap(optim, 'update_params', '  optim_wrapper.update_params')
     for attr in ('backward', 'step', 'zero_grad'):
         wrap(optim, attr, f'    optim_wrapper.{attr}')
+    spans: List[float] = []
+    overhead: List[float] = []
+
+    class _Collect(Hook):
+        """Moves this iteration's totals into ``per_iter`` (runs after the end stamp)."""
+
+        priority = 'LOWEST'
+
+        def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                             outputs=None) -> None:
+            if len(path.end.stamps) > bc.warmup:
+                for k in per_iter:
+                    per_iter[k].append(cur.get(k, 0.0))
+                span = path.end.stamps[-1] - path.start.stamps[-1]
+                spans.append(span)
+                overhead.append(span - sum(cur.get(k, 0.0) for k in PLAIN_EQUIVALENT))
+            cur.clear()
+
+    collect = _Collect()
+    runner._hooks.append(collect)  # after the end hook: not inside the timed span
     try:
-        times = path.run_block()
+        for _ in range(blocks):
+            path.run_block()
     finally:
+        runner._hooks.remove(collect)
         for obj, attr in patched:
             delattr(obj, attr)
-    out = {k: _ms(v / bc.iters) for k, v in totals.items()}
-    out['step (span, incl. wrappers)'] = _ms(statistics.fmean(times.step[bc.warmup:]))
-    return out
+    per_iter['step (timed span)'] = spans
+    per_iter['runner overhead (span - plain-equivalent work)'] = overhead
+    return {k: dict(median=_ms(statistics.median(v)), mean=_ms(statistics.fmean(v)))
+            for k, v in per_iter.items() if v}
 
 
 def markdown_table(stats: dict, memory: Dict[str, dict], device: str) -> str:
@@ -597,10 +637,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--no-memory', action='store_true', help='skip the memory subprocesses')
     p.add_argument('--profile', type=int, default=0, metavar='N',
                    help='also cProfile one block of the first variant and print the top N')
-    p.add_argument('--breakdown', action='store_true',
-                   help='also time the parts of one Runner step (one extra block per variant)')
+    p.add_argument('--breakdown', type=int, default=0, metavar='BLOCKS',
+                   help='also time the parts of a Runner step over BLOCKS extra blocks per variant')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--out', help='JSON output (default work_dirs/benchmarks/step_time_<setting>.json)')
+    p.add_argument('--out',
+                   help='JSON output (default work_dirs/benchmarks/step_time_<setting>.json)')
     return p.parse_args(argv)
 
 
@@ -609,8 +650,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     setting = SETTINGS[args.setting]
     variants = tuple(v.strip() for v in args.variants.split(',') if v.strip())
     unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise SystemExit(f'unknown variants {unknown}; choose from {list(VARIANTS)}')
+    if unknown or not variants:
+        raise SystemExit(f'unknown or no variants {unknown}; choose from {list(VARIANTS)}')
     if args.device == 'cpu':
         # mmengine puts the model on CUDA whenever it sees a GPU: hide it.
         os.environ['CUDA_VISIBLE_DEVICES'] = ''
@@ -622,6 +663,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         warmup=setting['warmup'] if args.warmup is None else args.warmup,
         repeats=args.repeats or setting['repeats'], device=args.device,
         threads=args.threads, seed=args.seed, variants=variants,
+        extra_blocks=args.breakdown + (1 if args.profile else 0),
         shape={k: setting[k] for k in ('audio_shape', 'visual_shape', 'base_channels',
                                        'visual_in_channels', 'num_classes')})
     if bc.warmup < 1:
@@ -639,7 +681,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         if torch.get_num_threads() != bc.threads:  # nothing may change it behind our back
             raise RuntimeError(f'torch threads changed to {torch.get_num_threads()}')
         blocks = run_interleaved(paths, bc.repeats)
-        breakdown = {p.name: breakdown_block(p) for p in paths[1:]} if args.breakdown else {}
+        parts = {p.name: breakdown(p, args.breakdown) for p in paths[1:]} if args.breakdown else {}
         profile_txt = profile_block(paths[1], args.profile) if args.profile else ''
         del paths
     stats = summarize(blocks, bc.warmup)
@@ -655,7 +697,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                  processor=platform.processor() or platform.machine(),
                  loadavg_before=load_before, loadavg_after=_loadavg()),
         variants={v: VARIANTS[v] for v in variants}, stats=stats, memory=memory,
-        breakdown_ms_per_iter=breakdown,
+        breakdown_ms_per_iter=parts,
         wall_time_s=round(time.perf_counter() - t0, 1),
         raw_step_s={k: [b.step for b in bl] for k, bl in blocks.items()},
         raw_fetch_s={k: [[None if math.isnan(t) else t for t in b.fetch] for b in bl]
@@ -666,10 +708,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
           f'repeats={bc.repeats} device={bc.device} threads={bc.threads} '
           f'samples={bc.num_samples} loadavg before/after {load_before} / {_loadavg()}\n')
     print(table)
-    for name, parts in breakdown.items():
-        print(f'\nper-iteration breakdown of {name} (mean ms/iter):')
-        for k, v in parts.items():
-            print(f'  {k:45s} {v:8.3f}')
+    if load_before and load_before[0] > 0.5:
+        print(f'\nNOTE: 1-min load average was {load_before[0]} before the run: other processes '
+              f'were using the cores; compare the paired-block and best-block ratios.')
+    for name, rows in parts.items():
+        print(f'\nper-iteration breakdown of {name} (ms/iter: median, mean):')
+        for k, v in rows.items():
+            print(f"  {k:50s} {v['median']:9.3f} {v['mean']:9.3f}")
     print()
     for v in variants:
         print(f"{v}: {VARIANTS[v]['description']}")

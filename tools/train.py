@@ -7,6 +7,15 @@ from mmengine.config import Config, DictAction
 from mmbal.engine import build_runner
 
 
+# The AMP counterpart of each optimizer wrapper that --amp may switch.
+AMP_WRAPPERS = {
+    'OptimWrapper': 'AmpOptimWrapper',
+    'AmpOptimWrapper': 'AmpOptimWrapper',
+    'BalanceOptimWrapper': 'BalanceAmpOptimWrapper',
+    'BalanceAmpOptimWrapper': 'BalanceAmpOptimWrapper',
+}
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a multimodal classifier')
     parser.add_argument('config', help='train config file path')
@@ -37,10 +46,10 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.work_dir = args.work_dir
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
-            raise ValueError(f'--amp cannot replace optim_wrapper type {wrapper!r}; set its '
-                             f'AMP option in the config instead')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        if wrapper not in AMP_WRAPPERS:
+            raise ValueError(f'--amp does not know the AMP form of optim_wrapper type '
+                             f'{wrapper!r}; set it in the config instead')
+        cfg.optim_wrapper.type = AMP_WRAPPERS[wrapper]
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None

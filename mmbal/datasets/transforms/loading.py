@@ -117,8 +117,11 @@ class LoadAudio(BaseTransform):
         import decord
 
         target = self.sample_rate if self.sample_rate is not None else -1
-        reader = decord.AudioReader(path, ctx=decord.cpu(0), sample_rate=target, mono=False)
-        wav = np.asarray(reader._array, dtype=np.float32)
+        # decord's mono downmix is right; its multi-channel output is wrong for 5.1
+        # tracks (../shared/data/README.md), so ask for mono whenever mono is wanted.
+        reader = decord.AudioReader(path, ctx=decord.cpu(0), sample_rate=target,
+                                    mono=self.mono)
+        wav = np.atleast_2d(np.asarray(reader._array, dtype=np.float32))
         if target > 0:
             return wav, target
         # decord reports -1 when not resampling; the stream duration gives the rate.

@@ -43,7 +43,7 @@ class MMBalRunner(Runner):
                       logger='current')
         metrics = self.test()
         if is_main_process():
-            record = dict(checkpoint=best, seed=self.seed, epoch=self.epoch,
+            record = dict(checkpoint=best, seed=self.seed, trained_epochs=self.epoch,
                           best_val=_to_builtin(self.message_hub.get_info('best_score')),
                           test=_to_builtin(metrics))
             with open(osp.join(self.work_dir, 'test_results.json'), 'w') as f:

@@ -7,7 +7,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from torch import nn
 
-from mmbal.models.utils import LOGIT_MODES, ModalityOutputs
+from mmbal.models.utils import LOGIT_MODES, GradientGate, ModalityOutputs
 from mmbal.registry import MODELS
 
 
@@ -61,6 +61,9 @@ class MultimodalClassifier(BaseModel):
             raise ValueError('MultimodalClassifier needs at least one encoder')
         self.modalities: List[str] = list(encoders)
         self.encoders = nn.ModuleDict({m: MODELS.build(cfg) for m, cfg in encoders.items()})
+        # One gradient gate per modality between encoder and fusion (no parameters).
+        self.gates = nn.ModuleDict({m: GradientGate() for m in self.modalities})
+        self._balance_hooks: List = []
         dims = {m: enc.out_channels for m, enc in self.encoders.items()}
         fusion_cfg = _fill_channels(fusion, 'in_channels', dims, fusion.get('type'), 'encoder')
         self.fusion = MODELS.build(fusion_cfg)
@@ -97,10 +100,22 @@ class MultimodalClassifier(BaseModel):
         return {m: self.encoders[m](inputs[m]) for m in self.modalities}
 
     def run(self, inputs: Dict[str, torch.Tensor]) -> ModalityOutputs:
-        """One forward pass, returning the record metrics and balance hooks read."""
-        features = self.extract_feats(inputs)
+        """One forward pass, returning the record metrics and balance hooks read.
+
+        Features pass through each modality's gradient gate (reset here), so
+        every output computed from them sends its gradient through the gate.
+        """
+        features = {}
+        for m, z in self.extract_feats(inputs).items():
+            self.gates[m].reset()
+            features[m] = self.gates[m](z)
         return ModalityOutputs(features, self.classify(features), self.fusion,
                                self.classify, self.head)
+
+    def register_balance_hook(self, hook) -> None:
+        """Call ``hook.after_forward(model, outputs, data_samples)`` in every loss pass."""
+        if hook not in self._balance_hooks:
+            self._balance_hooks.append(hook)
 
     def forward(self, inputs: Dict[str, torch.Tensor],
                 data_samples: Optional[Dict[str, torch.Tensor]] = None,
@@ -118,6 +133,15 @@ class MultimodalClassifier(BaseModel):
              data_samples: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         labels = data_samples['gt_label']
         losses = {'loss': self.loss_module(outputs.fused_logits, labels)}
+        # Balance hooks run here (not in train_step) so that they also run under DDP,
+        # whose wrapper calls forward(mode='loss'). They set gate coefficients and may
+        # return extra terms: keys containing 'loss' are trained, the others logged.
+        for hook in self._balance_hooks:
+            for key, value in (hook.after_forward(self, outputs, data_samples) or {}).items():
+                if key in losses:
+                    raise KeyError(f'{type(hook).__name__} returned {key!r}, which another '
+                                   f'term already uses')
+                losses[key] = value
         if self.train_accuracy:
             with torch.no_grad():
                 losses['acc/fused'] = _accuracy(outputs.fused_logits, labels)

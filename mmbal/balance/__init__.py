@@ -1,0 +1,4 @@
+"""Math shared by balance methods (confidence, ratios, cross-rank reductions)."""
+from .functional import all_reduce_sum, encoder_conv_weights, gt_confidence, shared_seed
+
+__all__ = ['gt_confidence', 'all_reduce_sum', 'encoder_conv_weights', 'shared_seed']

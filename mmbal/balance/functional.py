@@ -1,0 +1,47 @@
+"""Math shared by balance methods, in one place.
+
+All results are detached: coefficients and scores never carry gradient.
+"""
+from typing import Iterator, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+EPS = 1e-8
+
+
+def gt_confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Softmax probability of the true class per sample.
+
+    Args:
+        logits: (B, C). labels: (B,).
+    Returns:
+        (B,) detached.
+    """
+    probs = torch.softmax(logits.detach().float(), dim=1)
+    return probs.gather(1, labels.view(-1, 1)).squeeze(1)
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (identity without a process group), so replicas agree."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def shared_seed(base: int, iteration: int, index: int = 0) -> int:
+    """A seed that every rank derives identically from the iteration number."""
+    return (base * 1_000_003 + iteration * 8191 + index) % (2**63 - 1)
+
+
+def encoder_conv_weights(encoder: nn.Module) -> Iterator[Tuple[str, nn.Parameter]]:
+    """The 4-D convolution weights of an encoder (downsample 1x1 included).
+
+    Methods that modulate "conv weights only" (OGM-GE) use this instead of
+    matching parameter names.
+    """
+    for name, param in encoder.named_parameters():
+        if param.dim() == 4:
+            yield name, param

@@ -1,0 +1,118 @@
+"""OGM-GE: on-the-fly gradient modulation with generalization enhancement (Peng et al. 2022).
+
+SPEC (../shared/methods/SPEC.md, "OGM-GE"): score_m = sum_i softmax(s_m)_i[y_i]
+over the batch (analytic per-modality logits, all-reduced under DDP);
+ratio_m = score_m / mean_{n != m} score_n; eq. 10: k_m = 1 - tanh(alpha *
+ratio_m) when ratio_m > 1, else 1. Inside the inclusive epoch window, every
+4-D conv-weight gradient of encoder m becomes g * k_m (+ sigma * eps for GE,
+on every encoder, sigma = unbiased std of the unmodulated g + 1e-8).
+"""
+from typing import Dict, Sequence
+
+import torch
+
+from mmbal.balance import all_reduce_sum, encoder_conv_weights, gt_confidence, shared_seed
+from mmbal.balance.functional import EPS
+from mmbal.registry import HOOKS
+from .base_balance_hook import BaseBalanceHook
+
+VARIANTS = ('OGM_GE', 'OGM')
+
+
+def ogm_coefficients(scores: Dict[str, torch.Tensor], alpha: float,
+                     reference_compat: bool = False) -> Dict[str, Dict[str, torch.Tensor]]:
+    """Ratios and eq. 10 coefficients from per-modality batch scores.
+
+    ``reference_compat`` (M = 2): the reference code's else-branch suppresses
+    the first modality on an exact tie (ratio == 1).
+    Returns ``{'ratio': {m: r}, 'k': {m: k}}`` (0-d tensors).
+    """
+    names: Sequence[str] = list(scores)
+    if len(names) < 2:
+        raise ValueError('OGM-GE needs at least two modalities')
+    ratios, ks = {}, {}
+    for i, m in enumerate(names):
+        others = torch.stack([scores[n] for n in names if n != m]).mean()
+        ratio = scores[m] / (others + EPS)
+        # Decide on the raw scores: the eps in the ratio must not move a tie below 1.
+        suppress = scores[m] > others
+        if reference_compat and len(names) == 2 and i == 0:
+            suppress = scores[m] >= others
+        ratios[m] = ratio
+        ks[m] = torch.where(suppress, 1 - torch.tanh(alpha * ratio), torch.ones_like(ratio))
+    return {'ratio': ratios, 'k': ks}
+
+
+@HOOKS.register_module()
+class OGMGEHook(BaseBalanceHook):
+    """Modulate conv-weight gradients of the dominant encoder(s) by eq. 10.
+
+    Args:
+        alpha: alpha of eq. 10 (0.8 on CREMA-D, 0.1 on VGGSound in the reference).
+        modulation_starts / modulation_ends: 0-based epochs, both inclusive.
+        variant: ``'OGM_GE'`` (with noise) or ``'OGM'`` (without).
+        reference_compat: the reference code's tie rule (see :func:`ogm_coefficients`).
+        seed: Base seed of the GE noise (identical on every rank).
+    """
+
+    method = 'ogm_ge'
+    edits_param_grads = True
+
+    def __init__(self, alpha: float, modulation_starts: int = 0, modulation_ends: int = 50,
+                 variant: str = 'OGM_GE', reference_compat: bool = False, seed: int = 0) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f'OGMGEHook: unknown variant {variant!r}; expected one of {VARIANTS}')
+        if modulation_ends < modulation_starts:
+            raise ValueError(f'OGMGEHook: modulation_ends={modulation_ends} is before '
+                             f'modulation_starts={modulation_starts}')
+        self.alpha = alpha
+        self.modulation_starts = modulation_starts
+        self.modulation_ends = modulation_ends
+        self.variant = variant
+        self.reference_compat = reference_compat
+        self.seed = seed
+        self.k: Dict[str, torch.Tensor] = {}
+
+    def setup(self, model) -> None:
+        if not model.fusion.supports_analytic:
+            raise ValueError(f'OGMGEHook needs analytic per-modality logits, which '
+                             f'{type(model.fusion).__name__} does not have')
+        if len(model.modalities) < 2:
+            raise ValueError('OGMGEHook needs at least two modalities')
+
+    def in_window(self) -> bool:
+        return self.modulation_starts <= self.epoch <= self.modulation_ends
+
+    def after_forward(self, model, outputs, data_samples) -> None:
+        labels = data_samples['gt_label']
+        logits = outputs.logits('analytic')
+        local = torch.stack([gt_confidence(logits[m], labels).sum() for m in model.modalities])
+        scores = dict(zip(model.modalities, all_reduce_sum(local)))
+        result = ogm_coefficients(scores, self.alpha, self.reference_compat)
+        self.k = result['k']
+        for m in model.modalities:
+            self.log(f'ratio_{m}', result['ratio'][m])
+            self.log(f'k_{m}', self.k[m])
+        return None
+
+    @torch.no_grad()
+    def after_backward(self, model) -> None:
+        if not self.in_window() or not self.k:
+            return
+        for i, m in enumerate(model.modalities):
+            k = self.k[m]
+            for j, (_, param) in enumerate(encoder_conv_weights(model.encoders[m])):
+                grad = param.grad
+                if grad is None:
+                    continue
+                if self.variant == 'OGM_GE':
+                    sigma = grad.std() + 1e-8
+                    gen = torch.Generator(device=grad.device).manual_seed(
+                        shared_seed(self.seed, self.iter, i * 10_000 + j))
+                    noise = torch.randn(grad.shape, generator=gen, device=grad.device,
+                                        dtype=grad.dtype)
+                    grad.mul_(k.to(grad.dtype)).add_(noise * sigma)
+                else:
+                    grad.mul_(k.to(grad.dtype))
+        self.k = {}

@@ -1,0 +1,3 @@
+from .fixed_scale_hook import FixedGradientScaleHook
+
+__all__ = ['FixedGradientScaleHook']

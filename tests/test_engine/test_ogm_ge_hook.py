@@ -1,0 +1,379 @@
+"""OGM-GE (SPEC "OGM-GE"): eq. 10 coefficients, conv-weight-only modulation, window, GE noise.
+
+Every expected number is computed here by hand (math.exp / math.tanh on the
+spec's formulas); the functions under test never produce their own expectation.
+"""
+import copy
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from mmbal.engine import BalanceOptimWrapper
+from mmbal.engine.hooks.ogm_ge_hook import OGMGEHook, ogm_coefficients
+from mmbal.registry import MODELS
+
+ALPHA = 0.8
+
+
+def gt_prob(row, y):
+    """softmax(row)[y] by hand."""
+    return math.exp(row[y]) / sum(math.exp(v) for v in row)
+
+
+def eq10(ratio, alpha=ALPHA):
+    """SPEC eq. 10: 1 - tanh(alpha * ratio) if ratio > 1, else 1."""
+    return 1 - math.tanh(alpha * ratio) if ratio > 1 else 1.0
+
+
+def scores_of(values):
+    return {m: torch.tensor(v, dtype=torch.float32) for m, v in values.items()}
+
+
+# --------------------------------------------------------------------------- coefficients
+# 3 samples, 3 classes, labels y.
+LABELS = [0, 2, 1]
+AUDIO = [[2.0, 0.5, -1.0], [0.0, 1.0, 0.5], [1.0, 1.0, 1.0]]
+VISUAL = [[0.0, 0.0, 0.0], [1.0, 0.0, -1.0], [0.5, 2.0, 0.0]]
+
+
+def stub_forward(hook, logits, labels):
+    """Drive ``after_forward`` with fixed analytic logits (no network)."""
+    model = SimpleNamespace(modalities=list(logits))
+    outputs = SimpleNamespace(logits=lambda mode='analytic': {
+        m: torch.tensor(v) for m, v in logits.items()})
+    hook.after_forward(model, outputs, {'gt_label': torch.tensor(labels)})
+
+
+@pytest.mark.parametrize('swap', [False, True])
+def test_coefficients_from_fixed_logits(swap):
+    a_logits, v_logits = (VISUAL, AUDIO) if swap else (AUDIO, VISUAL)
+    score_a = sum(gt_prob(r, y) for r, y in zip(a_logits, LABELS))
+    score_v = sum(gt_prob(r, y) for r, y in zip(v_logits, LABELS))
+    # literal cross-check of the hand arithmetic
+    assert sorted([score_a, score_v]) == [pytest.approx(1.1594886308), pytest.approx(1.4261262536)]
+    ratio_v = score_v / score_a
+    ratio_a = 1 / ratio_v
+    k_a, k_v = eq10(ratio_a), eq10(ratio_v)
+    if swap:
+        assert k_a == 1.0 and k_v == pytest.approx(0.2452210270)
+    else:
+        assert k_v == 1.0 and k_a == pytest.approx(0.2452210270)
+
+    hook = OGMGEHook(alpha=ALPHA)
+    stub_forward(hook, {'audio': a_logits, 'visual': v_logits}, LABELS)
+    assert float(hook.k['audio']) == pytest.approx(k_a, rel=1e-5)
+    assert float(hook.k['visual']) == pytest.approx(k_v, rel=1e-5)
+    assert float(hook._pending['ratio_audio']) == pytest.approx(ratio_a, rel=1e-5)
+    assert float(hook._pending['ratio_visual']) == pytest.approx(ratio_v, rel=1e-5)
+    assert float(hook._pending['k_audio']) == pytest.approx(k_a, rel=1e-5)
+    assert float(hook._pending['k_visual']) == pytest.approx(k_v, rel=1e-5)
+
+    # The pure function on the same (hand-computed) scores.
+    out = ogm_coefficients(scores_of({'audio': score_a, 'visual': score_v}), ALPHA)
+    assert float(out['ratio']['visual']) == pytest.approx(ratio_v, rel=1e-5)
+    assert float(out['ratio']['audio']) == pytest.approx(ratio_a, rel=1e-5)
+    assert float(out['k']['audio']) == pytest.approx(k_a, rel=1e-5)
+    assert float(out['k']['visual']) == pytest.approx(k_v, rel=1e-5)
+
+
+def test_ratio_just_above_one_jumps():
+    """k jumps from 1 to 1 - tanh(alpha) as the ratio passes 1 (not relu(ratio - 1))."""
+    out = ogm_coefficients(scores_of({'audio': 1.0, 'visual': 1.0001}), ALPHA)
+    k_v = 1 - math.tanh(0.8 * 1.0001)  # 0.33591850...
+    assert k_v == pytest.approx(0.3359185077)
+    assert float(out['k']['visual']) == pytest.approx(k_v, rel=1e-5)
+    assert float(out['k']['audio']) == 1.0
+    assert float(out['ratio']['visual']) == pytest.approx(1.0001, rel=1e-6)
+    # and just below 1 nothing is suppressed
+    out = ogm_coefficients(scores_of({'audio': 1.0, 'visual': 0.9999}), ALPHA)
+    assert float(out['k']['visual']) == 1.0
+    assert float(out['k']['audio']) == pytest.approx(1 - math.tanh(0.8 / 0.9999), rel=1e-5)
+
+
+@pytest.mark.parametrize('order', [('audio', 'visual'), ('visual', 'audio')])
+def test_exact_tie(order):
+    tie = {m: 1.5 for m in order}
+    out = ogm_coefficients(scores_of(tie), ALPHA)
+    assert float(out['k'][order[0]]) == 1.0 and float(out['k'][order[1]]) == 1.0
+    # reference_compat: the FIRST modality in config order gets 1 - tanh(alpha)
+    out = ogm_coefficients(scores_of(tie), ALPHA, reference_compat=True)
+    assert float(out['k'][order[0]]) == pytest.approx(1 - math.tanh(0.8), rel=1e-5)
+    assert float(out['k'][order[1]]) == 1.0
+    # ... and off a tie reference_compat changes nothing
+    out = ogm_coefficients(scores_of({order[0]: 1.0, order[1]: 1.2}), ALPHA,
+                           reference_compat=True)
+    assert float(out['k'][order[0]]) == 1.0
+    assert float(out['k'][order[1]]) == pytest.approx(1 - math.tanh(0.8 * 1.2), rel=1e-5)
+
+
+def test_exact_tie_with_small_scores_reference_compat():
+    """An exact tie of scores is a tie whatever their size.
+
+    SPEC: 'on an exact tie (ratio_v == 1) the code suppresses audio with
+    1 - tanh(alpha)'. The reference computes ratio_v = score_v / score_a and
+    ratio_a = 1 / ratio_v, so equal scores always hit the else branch. Small
+    batch scores (< ~0.17 in float32, e.g. few samples and many classes) must
+    behave like large ones.
+    """
+    # One sample, 3 classes, identical logits for both modalities, label 0:
+    row, y = [0.0, 3.0, 3.0], 0
+    s = gt_prob(row, y)  # = 1 / (1 + 2 e^3) ~ 0.0243
+    assert s == pytest.approx(0.0242888977)
+    hook = OGMGEHook(alpha=ALPHA, reference_compat=True)
+    stub_forward(hook, {'audio': [row], 'visual': [row]}, [y])
+    assert float(hook.k['visual']) == 1.0
+    assert float(hook.k['audio']) == pytest.approx(1 - math.tanh(0.8), rel=1e-5)
+
+
+def test_three_modalities():
+    # ratio_m = score_m / mean of the other two; several may be suppressed.
+    s = {'audio': 3.0, 'visual': 2.5, 'text': 0.5}
+    ratio = {'audio': 3.0 / ((2.5 + 0.5) / 2),    # 2.0
+             'visual': 2.5 / ((3.0 + 0.5) / 2),   # 1.428571...
+             'text': 0.5 / ((3.0 + 2.5) / 2)}     # 0.181818...
+    k = {'audio': 1 - math.tanh(0.8 * 2.0), 'visual': 1 - math.tanh(0.8 * 2.5 / 1.75),
+         'text': 1.0}
+    assert k['audio'] == pytest.approx(0.0783314456)
+    assert k['visual'] == pytest.approx(0.1846260575)
+    out = ogm_coefficients(scores_of(s), ALPHA)
+    for m in s:
+        assert float(out['ratio'][m]) == pytest.approx(ratio[m], rel=1e-5)
+        assert float(out['k'][m]) == pytest.approx(k[m], rel=1e-5)
+    # all equal: nobody is suppressed
+    out = ogm_coefficients(scores_of({'audio': 1.0, 'visual': 1.0, 'text': 1.0}), ALPHA)
+    assert all(float(v) == 1.0 for v in out['k'].values())
+
+
+def test_single_modality_and_bad_args_rejected():
+    with pytest.raises(ValueError):
+        ogm_coefficients(scores_of({'audio': 1.0}), ALPHA)
+    with pytest.raises(ValueError, match='NOISE'):
+        OGMGEHook(alpha=ALPHA, variant='NOISE')
+    with pytest.raises(ValueError):
+        OGMGEHook(alpha=ALPHA, modulation_starts=3, modulation_ends=2)
+
+
+# --------------------------------------------------------------------------- through a model
+B, C = 4, 3
+
+
+def build_model(seed=0):
+    torch.manual_seed(seed)
+    return MODELS.build(dict(
+        type='MultimodalClassifier',
+        encoders=dict(audio=dict(type='ResNet18', in_channels=1, base_channels=4),
+                      visual=dict(type='ResNet18', in_channels=3, base_channels=4)),
+        fusion=dict(type='ConcatFusion'), head=dict(type='LinearClsHead', num_classes=C)))
+
+
+def hand_analytic(model, inputs):
+    """s_m = W_m z_m + b / 2 (concat), computed on a copy (BN stats of the original untouched)."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        z = {m: model.encoders[m](inputs[m]) for m in model.modalities}
+        W, b = model.head.fc.weight, model.head.fc.bias
+        d = z['audio'].shape[1]
+        return {'audio': (z['audio'] @ W[:, :d].T + b / 2).tolist(),
+                'visual': (z['visual'] @ W[:, d:].T + b / 2).tolist()}
+
+
+def dominated_by(base, target, gain=4.0):
+    """A copy of ``base`` whose head columns of ``target`` are ``gain`` x larger."""
+    model = copy.deepcopy(base)
+    d = model.encoders['audio'].out_channels
+    block = slice(0, d) if target == 'audio' else slice(d, None)
+    with torch.no_grad():
+        model.head.fc.weight[:, block] *= gain
+    return model
+
+
+def make_batch(model, target, seed=1):
+    """Inputs, and labels = argmax of ``target``'s analytic logits (so it dominates)."""
+    g = torch.Generator().manual_seed(seed)
+    inputs = {'audio': torch.randn(B, 1, 32, 32, generator=g),
+              'visual': torch.randn(B, 3, 32, 32, generator=g)}
+    s = hand_analytic(model, inputs)
+    labels = [max(range(C), key=lambda c: row[c]) for row in s[target]]
+    return inputs, {'gt_label': torch.tensor(labels)}
+
+
+def hand_k(model, inputs, labels):
+    s = hand_analytic(model, inputs)
+    labels = labels['gt_label'].tolist()
+    score = {m: sum(gt_prob(r, y) for r, y in zip(s[m], labels)) for m in s}
+    ratio_v = score['visual'] / score['audio']
+    return {'audio': eq10(1 / ratio_v), 'visual': eq10(ratio_v)}
+
+
+def step(model, inputs, samples, hook=None, epoch=0, it=0, lr=0.1, weight_decay=0.0):
+    """One BalanceOptimWrapper update; returns (grads seen by optimizer.step, params before)."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0, weight_decay=weight_decay)
+    wrapper = BalanceOptimWrapper(optimizer=opt)
+    if hook is not None:
+        hook.setup(model)
+        model.register_balance_hook(hook)
+        wrapper.register_balance_hook(hook)
+        hook.model = model
+        hook.epoch, hook.iter = epoch, it
+    captured = {}
+    original = opt.step
+
+    def capturing_step(*args, **kwargs):
+        captured.update({n: p.grad.detach().clone() for n, p in model.named_parameters()})
+        return original(*args, **kwargs)
+
+    opt.step = capturing_step
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    wrapper.update_params(model(inputs, samples, mode='loss')['loss'])
+    return captured, before
+
+
+def is_conv_weight(model, name):
+    return name.startswith('encoders.') and dict(model.named_parameters())[name].dim() == 4
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    # Tiny convolutions: intra-op threads only add overhead (seconds on a busy machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def models():
+    base = build_model()
+    return {'audio': dominated_by(base, 'audio'), 'visual': dominated_by(base, 'visual')}
+
+
+@pytest.mark.parametrize('target', ['audio', 'visual'])
+def test_ogm_scales_only_conv_weights_of_suppressed_encoder(models, target):
+    base = models[target]
+    inputs, samples = make_batch(base, target)
+    k = hand_k(base, inputs, samples)
+    assert k[target] < 1 and k[[m for m in k if m != target][0]] == 1.0  # setup sanity
+    plain, hooked = copy.deepcopy(base), copy.deepcopy(base)
+    g_plain, _ = step(plain, inputs, samples)
+    hook = OGMGEHook(alpha=ALPHA, variant='OGM')
+    g_hook, before = step(hooked, inputs, samples, hook=hook, weight_decay=0.0)
+
+    names = list(g_plain)
+    conv = [n for n in names if is_conv_weight(base, n)]
+    # every Conv2d weight, downsample 1x1 included, and also BN params exist
+    assert f'encoders.{target}.stages.1.0.downsample.0.weight' in conv
+    assert f'encoders.{target}.stem.0.weight' in conv
+    assert any('bn1.weight' in n for n in names) and any('bn1.bias' in n for n in names)
+    for n in names:
+        m = n.split('.')[1] if n.startswith('encoders.') else None
+        if n in conv and m == target:
+            assert g_plain[n].abs().max() > 0, n
+            torch.testing.assert_close(g_hook[n], k[target] * g_plain[n], rtol=1e-5,
+                                       atol=1e-10, msg=n)
+            assert not torch.allclose(g_hook[n], g_plain[n]), n
+        else:
+            # BN weights/biases, the other encoder, fusion and head: untouched.
+            assert torch.equal(g_hook[n], g_plain[n]), n
+
+
+def test_weight_decay_is_not_scaled(models):
+    base = models['audio']
+    inputs, samples = make_batch(base, 'audio')
+    k = hand_k(base, inputs, samples)['audio']
+    plain, hooked = copy.deepcopy(base), copy.deepcopy(base)
+    g_plain, _ = step(plain, inputs, samples)
+    lr, wd = 0.1, 0.05
+    _, before = step(hooked, inputs, samples, hook=OGMGEHook(alpha=ALPHA, variant='OGM'),
+                     lr=lr, weight_decay=wd)
+    n = 'encoders.audio.stages.3.1.conv2.weight'
+    after = dict(hooked.named_parameters())[n].detach()
+    # SGD: p <- p - lr * (k g + wd p): the decay term is added inside step, unscaled.
+    expected = before[n] - lr * (k * g_plain[n] + wd * before[n])
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_window_is_inclusive_and_k_logged_outside(models):
+    base = models['visual']
+    inputs, samples = make_batch(base, 'visual')
+    k = hand_k(base, inputs, samples)
+    assert k['visual'] < 1
+    g_plain, _ = step(copy.deepcopy(base), inputs, samples)
+    n = 'encoders.visual.stages.2.0.conv1.weight'
+    for epoch, modulated in [(0, False), (1, True), (2, True), (3, False)]:
+        hook = OGMGEHook(alpha=ALPHA, modulation_starts=1, modulation_ends=2, variant='OGM')
+        g_hook, _ = step(copy.deepcopy(base), inputs, samples, hook=hook, epoch=epoch)
+        # k is computed and logged every iteration, inside the window or not
+        assert float(hook._pending['k_visual']) == pytest.approx(k['visual'], rel=1e-5)
+        assert float(hook._pending['k_audio']) == 1.0
+        assert 'ratio_audio' in hook._pending and 'ratio_visual' in hook._pending
+        if modulated:
+            torch.testing.assert_close(g_hook[n], k['visual'] * g_plain[n], rtol=1e-5,
+                                       atol=1e-10)
+        else:
+            for name in g_plain:
+                assert torch.equal(g_hook[name], g_plain[name]), (epoch, name)
+
+
+def test_ge_noise(models):
+    base = models['audio']
+    inputs, samples = make_batch(base, 'audio')
+    k = hand_k(base, inputs, samples)
+    assert k['audio'] < 1 and k['visual'] == 1.0
+    g_plain, _ = step(copy.deepcopy(base), inputs, samples)
+
+    def ge(it, seed=0, epoch=0):
+        hook = OGMGEHook(alpha=ALPHA, variant='OGM_GE', seed=seed)
+        return step(copy.deepcopy(base), inputs, samples, hook=hook, epoch=epoch, it=it)[0]
+
+    g1 = ge(it=7)
+    conv = [n for n in g_plain if is_conv_weight(base, n)]
+    noise = {}
+    for n in g_plain:
+        if n in conv:
+            kk = k[n.split('.')[1]]
+            # both encoders, also the one with k = 1, get noise
+            assert not torch.allclose(g1[n], kk * g_plain[n], rtol=1e-3, atol=0), n
+            noise[n] = g1[n] - kk * g_plain[n]
+        else:
+            assert torch.equal(g1[n], g_plain[n]), n  # BN, fusion, head untouched
+
+    # sigma = unbiased std of the UNMODULATED g (+1e-8), for the suppressed encoder too.
+    big = 'encoders.audio.stages.3.1.conv2.weight'  # 32*32*3*3 = 9216 entries
+    assert g_plain[big].numel() == 9216
+    for n in (big, big.replace('audio', 'visual')):
+        g = g_plain[n].double()
+        sigma = math.sqrt(((g - g.mean())**2).sum().item() / (g.numel() - 1)) + 1e-8
+        eps = noise[n].double() / sigma
+        assert eps.std().item() == pytest.approx(1.0, abs=0.05), n
+        assert abs(eps.mean().item()) < 5 / math.sqrt(g.numel()), n
+    # the suppressed encoder's noise is NOT scaled by k (k ~ 0.3 would be far off)
+    assert k['audio'] < 0.9
+    for n in conv:
+        if g_plain[n].numel() >= 1000:
+            g = g_plain[n].double()
+            ratio = noise[n].double().std().item() / (g.std().item() + 1e-8)
+            assert ratio == pytest.approx(1.0, abs=0.15), n
+
+    # fresh per tensor: same-shaped tensors get different draws
+    a1 = noise['encoders.audio.stages.3.1.conv1.weight'] / g_plain[
+        'encoders.audio.stages.3.1.conv1.weight'].std()
+    a2 = noise[big] / g_plain[big].std()
+    v2 = noise[big.replace('audio', 'visual')] / g_plain[big.replace('audio', 'visual')].std()
+    assert not torch.allclose(a1, a2, atol=1e-3) and not torch.allclose(a2, v2, atol=1e-3)
+
+    # reproducible with the same iteration and seed; fresh per iteration / seed
+    g1_again = ge(it=7)
+    for n in conv:
+        assert torch.equal(g1[n], g1_again[n]), n
+    g2 = ge(it=8)
+    g3 = ge(it=7, seed=1)
+    assert not torch.allclose(g2[big], g1[big], atol=1e-12)
+    assert not torch.allclose(g3[big], g1[big], atol=1e-12)
+
+    # outside the window: no scaling and no noise
+    hook = OGMGEHook(alpha=ALPHA, variant='OGM_GE', modulation_starts=0, modulation_ends=0)
+    g_out, _ = step(copy.deepcopy(base), inputs, samples, hook=hook, epoch=1, it=7)
+    for n in g_plain:
+        assert torch.equal(g_out[n], g_plain[n]), n
