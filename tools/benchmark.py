@@ -59,6 +59,8 @@ def run_one(config: str, seed: int, work_dir: Path, options: List[str],
         if code != 0:
             raise RuntimeError(f'{" ".join(cmd)} failed with code {code}; see {log}')
         (work_dir / 'wall_time.json').write_text(json.dumps({'seconds': time.time() - start}))
+    if not done.exists():
+        raise RuntimeError(f'{config} (seed {seed}) finished without writing {done}')
     record = json.loads(done.read_text())
     for split in extra_splits:
         out = work_dir / f'test_{split}.json'
@@ -117,7 +119,9 @@ def markdown(table: List[dict], title: str) -> str:
 
 def main() -> None:
     args = parse_args()
-    root = Path(args.work_dir)
+    # The runs execute from the repository root: make every path absolute first.
+    root = Path(args.work_dir).resolve()
+    args.configs = [osp.abspath(c) for c in args.configs]
     for config in args.configs:
         for seed in args.seeds:
             run_one(config, seed, root / run_name(config) / f'seed{seed}', args.cfg_options,

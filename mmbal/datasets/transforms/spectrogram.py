@@ -67,6 +67,17 @@ def _standardise(spec: np.ndarray) -> np.ndarray:
     return (spec - spec.mean()) / (spec.std() + 1e-9)
 
 
+def _log_finish(power_or_mag: np.ndarray, log_offset: float, normalize: bool,
+                out_dtype: type | None) -> np.ndarray:
+    """``log(x + offset)``, optional per-clip standardisation, output dtype, contiguous."""
+    spec = np.log(power_or_mag + log_offset)
+    if normalize:
+        spec = _standardise(spec)
+    if out_dtype is not None:
+        spec = spec.astype(out_dtype, copy=False)
+    return np.ascontiguousarray(spec)
+
+
 def _get_waveform(results: dict, key: str) -> np.ndarray:
     if key not in results:
         raise KeyError(f'Spectrogram needs a waveform in results[{key!r}]; '
@@ -191,12 +202,7 @@ class Spectrogram(BaseTransform):
         mag = self._magnitude(wav)
         if self.power != 1.0:
             mag = mag ** self.power
-        spec = np.log(mag + self.log_offset)
-        if self.normalize:
-            spec = _standardise(spec)
-        if out_dtype is not None:
-            spec = spec.astype(out_dtype, copy=False)
-        return np.ascontiguousarray(spec)
+        return _log_finish(mag, self.log_offset, self.normalize, out_dtype)
 
     def transform(self, results: dict) -> dict:
         """Replace the waveform in ``results[key]`` with its (F, T) spectrogram."""
@@ -281,12 +287,7 @@ class ScipySpectrogram(BaseTransform):
         _, _, spec = signal.spectrogram(wav, fs, window=self.window, nperseg=self.nperseg,
                                         noverlap=self.noverlap, detrend=self.detrend,
                                         scaling=self.scaling, mode=self.mode)
-        spec = np.log(spec + self.log_offset)
-        if self.normalize:
-            spec = _standardise(spec)
-        if out_dtype is not None:
-            spec = spec.astype(out_dtype, copy=False)
-        return np.ascontiguousarray(spec)
+        return _log_finish(spec, self.log_offset, self.normalize, out_dtype)
 
     def transform(self, results: dict) -> dict:
         """Replace the waveform in ``results[key]`` with its (F, T) spectrogram."""
