@@ -1,0 +1,63 @@
+"""tools/analysis/modality_analysis.py: role rules and the artifact of a small run."""
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from .e2e import CONFIG, ROOT, SMALL, run
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location(
+        'mmbal_modality_analysis', ROOT / 'tools/analysis/modality_analysis.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_argmax_breaks_ties_by_config_order():
+    tool = load_tool()
+    assert tool.argmax_modality({'audio': 60.0, 'visual': 70.0}, ['audio', 'visual']) == 'visual'
+    assert tool.argmax_modality({'audio': 70.0, 'visual': 70.0}, ['audio', 'visual']) == 'audio'
+    assert tool.argmax_modality({'audio': 70.0, 'visual': 70.0}, ['visual', 'audio']) == 'visual'
+
+
+def test_early_value_and_flip_warning():
+    tool = load_tool()
+    curves = {'audio': [[1, 30.0], [2, 50.0], [3, 70.0]],
+              'visual': [[1, 40.0], [2, 45.0], [3, 50.0]]}
+    assert tool.value_at_epoch(curves['audio'], 2) == 50.0
+    with pytest.raises(KeyError, match='epoch 4'):
+        tool.value_at_epoch(curves['audio'], 4)
+    assert tool.ranking_flips(curves, ['audio', 'visual'], 3) == ['visual', 'audio', 'audio']
+    assert tool.ranking_flips(curves, ['audio', 'visual'], 1) == []
+
+
+def test_unimodal_config_keeps_encoder_and_drops_hooks():
+    from mmengine.config import Config
+    tool = load_tool()
+    cfg = Config.fromfile(str(ROOT / 'configs/ogm_ge/ogm-ge_r18_avdigits.py'))
+    uni = tool.unimodal_config(cfg, 'audio')
+    assert list(uni.model.encoders) == ['audio']
+    assert uni.model.encoders.audio == cfg.model.encoders.audio
+    assert uni.model.head.num_classes == 10 and uni.custom_hooks == []
+    joint = tool.joint_config(cfg)
+    assert joint.custom_hooks == [] and joint.optim_wrapper.type == 'OptimWrapper'
+
+
+@pytest.mark.slow
+def test_artifact_of_a_small_analysis(tmp_path):
+    run([sys.executable, 'tools/analysis/modality_analysis.py', CONFIG, '--work-dir',
+         str(tmp_path), '--epochs', '2', '--cfg-options', *SMALL])
+    art = json.loads((tmp_path / 'analysis.json').read_text())
+    assert art['modalities'] == ['audio', 'visual'] and art['split'] == 'val'
+    finals = {m: art['unimodal'][m]['final_accuracy'] for m in art['modalities']}
+    first_best = lambda d: next(m for m in art['modalities'] if d[m] == max(d.values()))  # noqa
+    assert art['performance_dominant'] == first_best(finals)
+    branch = {m: c[0][1] for m, c in art['joint']['branch_curves'].items()}
+    assert art['optimization_dominant'] == first_best(branch)
+    for m in art['modalities']:
+        assert [e for e, _ in art['unimodal'][m]['curve']] == [1, 2]
+        assert art['unimodal'][m]['qualifies_as_teacher'] is False  # --epochs shortened it
+        assert art['unimodal'][m]['checkpoint_last'].endswith('epoch_2.pth')

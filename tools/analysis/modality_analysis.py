@@ -1,0 +1,204 @@
+"""Modality analysis: which modality is better alone (m_p), which learns faster (m_o).
+
+Trains one unimodal model per modality (same encoder and schedule as the
+multimodal config) and an unmodulated joint model, all selected and scored on
+the val split, and writes a JSON artifact that PDMP reads (SPEC "PDMP",
+modality analysis):
+
+* m_p = argmax of the unimodal models' final-epoch val accuracy;
+* m_o = argmax of the joint model's per-modality branch accuracy (analytic
+  logits) after ``--m-o-epochs`` epochs (``--m-o-source joint``, Algorithm 1),
+  or of the unimodal models' accuracy after that many epochs
+  (``--m-o-source unimodal_early``).
+
+Example::
+
+    python tools/analysis/modality_analysis.py configs/concat/concat_r18_avdigits.py \
+        --work-dir work_dirs/analysis_avdigits
+"""
+import argparse
+import copy
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from mmengine.config import Config, DictAction
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = ('joint', 'unimodal_early')
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Find m_p and m_o of a multimodal config')
+    parser.add_argument('config', help='multimodal baseline config (e.g. concat)')
+    parser.add_argument('--work-dir', default=None)
+    parser.add_argument('--subset', type=float, default=100.0,
+                        help='percent of the training split used (seeded random subset)')
+    parser.add_argument('--epochs', type=int, default=None,
+                        help='override the schedule length of the unimodal runs')
+    parser.add_argument('--m-o-epochs', type=int, default=1)
+    parser.add_argument('--m-o-source', choices=SOURCES, default='joint')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', default=None, help='artifact path (default WORK_DIR/analysis.json)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='overrides applied to every run')
+    return parser.parse_args()
+
+
+# --- pure role logic (unit-tested) -------------------------------------------------------
+def argmax_modality(values: Dict[str, float], order: Sequence[str]) -> str:
+    """The modality with the largest value; ties go to the first in config order."""
+    best = max(values[m] for m in order)
+    return next(m for m in order if values[m] == best)
+
+
+def value_at_epoch(curve: Sequence[Sequence[float]], epoch: int) -> float:
+    """Accuracy logged at ``epoch`` (1-based, as MMEngine's val step)."""
+    for e, acc in curve:
+        if int(e) == epoch:
+            return acc
+    raise KeyError(f'no val accuracy logged at epoch {epoch}; logged epochs: '
+                   f'{[int(e) for e, _ in curve]}')
+
+
+def ranking_flips(curves: Dict[str, Sequence[Sequence[float]]], order: Sequence[str],
+                  epochs: int) -> List[str]:
+    """Leaders over the first ``epochs`` epochs, if the leader changes (else [])."""
+    leaders = []
+    for epoch in range(1, epochs + 1):
+        try:
+            leaders.append(argmax_modality({m: value_at_epoch(curves[m], epoch) for m in order},
+                                           order))
+        except KeyError:
+            break
+    return leaders if len(set(leaders)) > 1 else []
+
+
+# --- runs -----------------------------------------------------------------------------------
+def unimodal_config(cfg: Config, modality: str) -> Config:
+    """The config with one encoder, concat fusion and a linear head; no balance hooks."""
+    out = copy.deepcopy(cfg)
+    model = out.model
+    num_classes = (model.head.num_classes if model.get('head') else
+                   model.fusion.get('num_classes', model.fusion.get('out_channels')))
+    model.encoders = {modality: model.encoders[modality]}
+    model.fusion = dict(type='ConcatFusion')
+    model.head = dict(type='LinearClsHead', num_classes=num_classes)
+    model.modality_logits = 'analytic'
+    out.custom_hooks = []
+    return out
+
+
+def joint_config(cfg: Config) -> Config:
+    """The multimodal config without balance hooks (the unmodulated baseline)."""
+    out = copy.deepcopy(cfg)
+    out.custom_hooks = []
+    if str(out.optim_wrapper.get('type', '')).startswith('Balance'):
+        out.optim_wrapper.type = out.optim_wrapper.type.replace('Balance', '', 1)
+    return out
+
+
+def run(cfg: Config, work_dir: Path) -> None:
+    """Train with tools/train.py (val selection, no test) unless already done."""
+    if (work_dir / 'last_checkpoint').exists():
+        return
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / 'analysis_config.py'
+    cfg.dump(str(path))
+    cmd = [sys.executable, 'tools/train.py', str(path), '--work-dir', str(work_dir), '--no-test']
+    with open(work_dir / 'stdout.log', 'w') as log:
+        if subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT) != 0:
+            raise RuntimeError(f'{" ".join(cmd)} failed; see {work_dir / "stdout.log"}')
+
+
+def val_curves(work_dir: Path) -> Dict[str, List[List[float]]]:
+    """``{metric: [[epoch, value], ...]}`` of the val lines of a run's scalars.json."""
+    curves: Dict[str, Dict[int, float]] = {}
+    for path in sorted(work_dir.glob('*/vis_data/scalars.json')):
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if 'iter' in rec:  # a training line
+                continue
+            for key, value in rec.items():
+                if key.startswith(('accuracy/', 'f1/')):
+                    curves.setdefault(key, {})[int(rec['step'])] = value
+    return {k: [[e, v] for e, v in sorted(c.items())] for k, c in curves.items()}
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.merge_from_dict(args.cfg_options)
+    cfg.randomness = dict(cfg.get('randomness', {}), seed=args.seed)
+    modalities = list(cfg.model.encoders)
+    work_dir = Path(args.work_dir or ROOT / 'work_dirs' / f'analysis_{Path(args.config).stem}')
+    work_dir = work_dir.resolve()
+    full_schedule = args.epochs is None and args.subset >= 100
+    if args.subset < 100:
+        from mmengine.registry import init_default_scope
+        from mmbal.registry import DATASETS
+        init_default_scope('mmbal')
+        size = len(DATASETS.build(copy.deepcopy(cfg.train_dataloader.dataset)))
+        keep = max(1, round(size * args.subset / 100))
+        indices = np.sort(np.random.default_rng(args.seed).permutation(size)[:keep])
+        cfg.train_dataloader.dataset.indices = indices.tolist()
+    if args.epochs is not None:
+        cfg.train_cfg.max_epochs = args.epochs
+
+    unimodal = {}
+    for m in modalities:
+        run_dir = work_dir / f'unimodal_{m}'
+        run(unimodal_config(cfg, m), run_dir)
+        curve = val_curves(run_dir)['accuracy/fused']
+        last = (run_dir / 'last_checkpoint').read_text().strip()
+        best = sorted(str(p) for p in run_dir.glob('best_*.pth'))
+        unimodal[m] = dict(curve=curve, final_accuracy=curve[-1][1], checkpoint_last=last,
+                           checkpoint_best=best[-1] if best else None,
+                           qualifies_as_teacher=full_schedule)
+    m_p = argmax_modality({m: unimodal[m]['final_accuracy'] for m in modalities}, modalities)
+
+    notes = []
+    joint = None
+    if args.m_o_source == 'joint':
+        joint_cfg = joint_config(cfg)
+        joint_cfg.train_cfg.max_epochs = args.m_o_epochs
+        run_dir = work_dir / 'joint'
+        run(joint_cfg, run_dir)
+        curves = val_curves(run_dir)
+        branch = {m: curves[f'accuracy/{m}'] for m in modalities}
+        joint = dict(branch_curves=branch, epochs=args.m_o_epochs)
+        early = {m: value_at_epoch(branch[m], args.m_o_epochs) for m in modalities}
+        flips = ranking_flips(branch, modalities, args.m_o_epochs)
+    else:
+        curves_u = {m: unimodal[m]['curve'] for m in modalities}
+        early = {m: value_at_epoch(curves_u[m], args.m_o_epochs) for m in modalities}
+        flips = ranking_flips(curves_u, modalities, max(args.m_o_epochs, 3))
+    m_o = argmax_modality(early, modalities)
+    if flips:
+        notes.append(f'the leading modality changes over the first epochs: {flips}')
+        warnings.warn(notes[-1])
+
+    artifact = dict(
+        config=str(Path(args.config).resolve()), modalities=modalities, split='val',
+        subset_percent=args.subset, seed=args.seed, epochs=cfg.train_cfg.max_epochs,
+        unimodal=unimodal, joint=joint,
+        performance_dominant=m_p, optimization_dominant=m_o,
+        rules=dict(performance_dominant='argmax of the unimodal final-epoch val accuracy',
+                   optimization_dominant=(
+                       f'argmax of the joint model branch val accuracy after {args.m_o_epochs} '
+                       f'epoch(s)' if args.m_o_source == 'joint' else
+                       f'argmax of the unimodal val accuracy after {args.m_o_epochs} epoch(s)'),
+                   m_o_source=args.m_o_source, ties='first modality in config order'),
+        notes=notes)
+    out = Path(args.out) if args.out else work_dir / 'analysis.json'
+    out.write_text(json.dumps(artifact, indent=2))
+    print(json.dumps({k: artifact[k] for k in ('performance_dominant', 'optimization_dominant')}))
+    print(f'artifact: {out}')
+
+
+if __name__ == '__main__':
+    main()
