@@ -1,5 +1,5 @@
-# PDMP on AV-Digits (default setting). Roles measured on this set with the unimodal
-# and concat runs of docs/get_started.md: visual is better alone (m_p) and its branch
+# PDMP on AV-Digits, setting (b) (the default set). Roles from the modality analysis
+# (tools/analysis/modality_analysis.py): visual is better alone (m_p) and its branch
 # also learns faster in the concat model (m_o), so both encoders get gamma_p (eq. 12).
 _base_ = [
     '../_base_/models/avdigits_resnet18_concat.py',
