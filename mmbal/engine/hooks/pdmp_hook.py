@@ -12,10 +12,19 @@ from typing import Dict, Optional
 
 import torch
 
+from mmbal.balance.functional import EPS
 from mmbal.registry import HOOKS
 from .base_balance_hook import BaseBalanceHook
 
 RULES = ('eq12', 'per_modality')
+
+
+def check_pdmp_args(gamma_p: float, rule: str) -> None:
+    """Reject gamma_p < 1 (PDMP amplifies m_p) and unknown M > 2 rules."""
+    if gamma_p < 1:
+        raise ValueError(f'PDMP needs gamma_p >= 1 (it amplifies m_p), got {gamma_p}')
+    if rule not in RULES:
+        raise ValueError(f'unknown PDMP rule {rule!r}; expected one of {RULES}')
 
 
 def pdmp_coefficients(modalities, dominant: str, optim_dominant: str, gamma_p: float,
@@ -25,10 +34,7 @@ def pdmp_coefficients(modalities, dominant: str, optim_dominant: str, gamma_p: f
     ``eq12``: every r != m_p gets 1/gamma_p if m_p != m_o, else gamma_p.
     ``per_modality``: only r = m_o gets 1/gamma_p (when m_o != m_p); the others gamma_p.
     """
-    if gamma_p < 1:
-        raise ValueError(f'PDMP needs gamma_p >= 1 (it amplifies m_p), got {gamma_p}')
-    if rule not in RULES:
-        raise ValueError(f'unknown PDMP rule {rule!r}; expected one of {RULES}')
+    check_pdmp_args(gamma_p, rule)
     coefs = {}
     for m in modalities:
         if m == dominant:
@@ -44,7 +50,7 @@ def pdmp_coefficients(modalities, dominant: str, optim_dominant: str, gamma_p: f
 
 def logit_magnitude_ratio(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Eq. 5: w = sum_i sum_c |s_first(i,c)| / sum_i sum_c |s_second(i,c)| (detached)."""
-    return first.detach().abs().sum() / (second.detach().abs().sum() + 1e-8)
+    return first.detach().abs().sum() / (second.detach().abs().sum() + EPS)
 
 
 @HOOKS.register_module()
@@ -66,10 +72,7 @@ class PDMPHook(BaseBalanceHook):
                  optim_dominant: Optional[str] = None, analysis: Optional[str] = None,
                  rule: str = 'eq12') -> None:
         super().__init__()
-        if gamma_p < 1:
-            raise ValueError(f'PDMPHook: gamma_p must be >= 1, got {gamma_p}')
-        if rule not in RULES:
-            raise ValueError(f'PDMPHook: unknown rule {rule!r}; expected one of {RULES}')
+        check_pdmp_args(gamma_p, rule)  # fail when the hook is built, not at the first run
         self.gamma_p = float(gamma_p)
         self.dominant = dominant
         self.optim_dominant = optim_dominant
@@ -94,7 +97,7 @@ class PDMPHook(BaseBalanceHook):
         self.check_modalities([optim_dominant], model, 'optim_dominant')
         self.coefficients = pdmp_coefficients(model.modalities, dominant, optim_dominant,
                                               self.gamma_p, self.rule)
-        self.roles = dict(dominant=dominant, optim_dominant=optim_dominant)
+        self.roles = dict(dominant=dominant, optim_dominant=optim_dominant)  # resolved m_p, m_o
 
     def after_forward(self, model, outputs, data_samples) -> None:
         for m, coef in self.coefficients.items():
