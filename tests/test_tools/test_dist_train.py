@@ -11,7 +11,8 @@ from .e2e import CONFIG, SMALL, free_port, run
 def test_two_process_run_matches_single_process_test(tmp_path):
     work = tmp_path / 'dist'
     run(['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(work),
-         '--cfg-options', *SMALL, 'train_cfg.max_epochs=1'], PORT=str(free_port()))
+         '--cfg-options', *SMALL, 'train_cfg.max_epochs=1'], PORT=str(free_port()),
+        PYTHON=sys.executable)
     record = json.loads((work / 'test_results.json').read_text())
     out = tmp_path / 'single.json'
     run([sys.executable, 'tools/test.py', CONFIG, record['checkpoint'], '--work-dir',
