@@ -38,6 +38,15 @@ class AVDigitsDataset(MultimodalDataset):
         pipeline: Transforms applied to each data info.
         ann_file: Overrides ``annotations/<split>.csv`` (relative paths are
             taken under ``data_root``).
+        visual_mismatch: Fraction of the rows whose image is replaced by an
+            image of another digit from the same split (the label stays the
+            spoken digit). It caps what vision alone can reach while leaving
+            the clean images as easy to learn as before: the embedded set's
+            setting (a), where the better modality alone (audio) is not the
+            faster learner (visual). Exactly ``round(fraction * len)`` rows,
+            chosen from ``mismatch_seed`` and the split name, so every run
+            and every method sees the same pairs.
+        mismatch_seed: Seed of that choice.
         **kwargs: Passed to :class:`MultimodalDataset`.
     """
 
@@ -56,11 +65,18 @@ class AVDigitsDataset(MultimodalDataset):
                  modalities: Sequence[str] = ('audio', 'visual'),
                  pipeline: Sequence[dict | Callable] = (),
                  ann_file: str = '',
+                 visual_mismatch: float = 0.0,
+                 mismatch_seed: int = 0,
                  **kwargs: Any) -> None:
         if split not in self.SPLITS:
             raise ValueError(f'AVDigitsDataset: unknown split {split!r}; '
                              f'expected one of {list(self.SPLITS)}')
+        if not 0.0 <= visual_mismatch <= 1.0:
+            raise ValueError(f'AVDigitsDataset: visual_mismatch={visual_mismatch!r} must be a '
+                             f'fraction in [0, 1]')
         self.split = split
+        self.visual_mismatch = float(visual_mismatch)
+        self.mismatch_seed = int(mismatch_seed)
         self._images: np.ndarray | None = None
         self._image_labels: np.ndarray | None = None
         super().__init__(
@@ -129,4 +145,25 @@ class AVDigitsDataset(MultimodalDataset):
                             f'{image_index} is a {image_labels[image_index]}')
                     info['visual'] = images[image_index][None, :, :, None].copy()
                 data_list.append(info)
+        if want_visual and self.visual_mismatch > 0:
+            self._mismatch_images(data_list, images, image_labels)
         return data_list
+
+    def _mismatch_images(self, data_list: list[dict], images: np.ndarray,
+                         image_labels: np.ndarray) -> None:
+        """Give a fixed fraction of the rows an image of another digit (see ``visual_mismatch``)."""
+        split_id = self.SPLITS.index(self.split)
+        rng = np.random.default_rng([self.mismatch_seed, split_id])
+        count = round(self.visual_mismatch * len(data_list))
+        pool = np.unique([info['image_index'] for info in data_list])
+        by_label = {c: pool[image_labels[pool] == c] for c in np.unique(image_labels[pool])}
+        for row in np.sort(rng.permutation(len(data_list))[:count]):
+            info = data_list[row]
+            others = [c for c in by_label if c != info['label']]
+            if not others:
+                raise ValueError(f'AVDigitsDataset: split {self.split!r} has images of one '
+                                 f'digit only; visual_mismatch needs at least two')
+            wrong = others[rng.integers(len(others))]
+            index = int(rng.choice(by_label[wrong]))
+            info.update(image_index=index, image_label=int(wrong), visual_mismatch=True,
+                        visual=images[index][None, :, :, None].copy())

@@ -363,3 +363,32 @@ def test_lazy_init_does_not_touch_disk(tmp_path):
     assert ds.num_classes == 10
     with pytest.raises(FileNotFoundError):
         ds.full_init()
+
+
+def test_visual_mismatch_is_an_exact_fixed_fraction_of_wrong_digit_images():
+    """Setting (a): a quarter of the pairs show another digit of the same split."""
+    with np.load(DATA_ROOT / 'images.npz') as npz:
+        images, image_labels = npz['images'], npz['labels']
+    clean = AVDigitsDataset(split='val')
+    pool = {clean.get_data_info(i)['image_index'] for i in range(len(clean))}
+    mixed = AVDigitsDataset(split='val', visual_mismatch=0.25)
+    visual_only = AVDigitsDataset(split='val', modalities=['visual'], visual_mismatch=0.25)
+    changed = []
+    for i in range(len(mixed)):
+        a, b = clean.get_data_info(i), mixed.get_data_info(i)
+        assert a['label'] == b['label'] and a['audio_path'] == b['audio_path']
+        assert visual_only.get_data_info(i)['image_index'] == b['image_index']
+        if b.get('visual_mismatch'):
+            changed.append(i)
+            assert b['image_index'] in pool  # never an image of another split
+            assert image_labels[b['image_index']] == b['image_label'] != b['label']
+            np.testing.assert_array_equal(b['visual'][0, :, :, 0], images[b['image_index']])
+        else:
+            assert b['image_index'] == a['image_index']
+    assert len(changed) == round(0.25 * len(clean)) == 232
+    again = AVDigitsDataset(split='val', visual_mismatch=0.25)
+    assert [i for i in range(len(again)) if again.get_data_info(i).get('visual_mismatch')] == changed
+    other = AVDigitsDataset(split='val', visual_mismatch=0.25, mismatch_seed=1)
+    assert [i for i in range(len(other)) if other.get_data_info(i).get('visual_mismatch')] != changed
+    with pytest.raises(ValueError, match='visual_mismatch=1.5'):
+        AVDigitsDataset(split='val', visual_mismatch=1.5)
