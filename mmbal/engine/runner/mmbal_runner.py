@@ -4,6 +4,7 @@ import os.path as osp
 
 from mmengine.dist import barrier, is_main_process
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from mmbal.registry import RUNNERS
@@ -18,6 +19,16 @@ class MMBalRunner(Runner):
     allows exactly the globals MMEngine writes; nothing falls back to
     ``weights_only=False``.
     """
+
+    def build_train_loop(self, loop):
+        loop = super().build_train_loop(loop)
+        check_num_classes(self.model, loop.dataloader.dataset, 'train_dataloader')
+        return loop
+
+    def build_test_loop(self, loop):
+        loop = super().build_test_loop(loop)
+        check_num_classes(self.model, loop.dataloader.dataset, 'test_dataloader')
+        return loop
 
     def resume(self, filename: str, *args, **kwargs) -> None:
         with safe_checkpoint_loading():
@@ -49,6 +60,24 @@ class MMBalRunner(Runner):
             with open(osp.join(self.work_dir, 'test_results.json'), 'w') as f:
                 json.dump(record, f, indent=2)
         return metrics
+
+
+def check_num_classes(model, dataset, key: str) -> None:
+    """Raise when the classifier's outputs and the dataset's class list differ in size.
+
+    The head size is a model field and the class list comes from the data (some
+    datasets take it from the files read), so the two can drift apart silently.
+    """
+    model = model.module if is_model_wrapper(model) else model
+    classes = getattr(dataset, 'metainfo', {}).get('classes')
+    if not classes or not hasattr(model, 'modalities'):
+        return
+    head = getattr(model, 'head', None)
+    outputs, field = ((head.num_classes, 'model.head.num_classes') if head is not None else
+                      (getattr(model.fusion, 'out_channels', None), 'model.fusion.num_classes'))
+    if outputs is not None and outputs != len(classes):
+        raise ValueError(f'{field}={outputs} but {key}.dataset ({type(dataset).__name__}) '
+                         f'has {len(classes)} classes; set {field}={len(classes)}')
 
 
 def _to_builtin(value):
