@@ -1,0 +1,51 @@
+# Kinetics-Sounds (layout: docs/datasets.md; splits/{train,val,test}.txt written by the tools in
+# tools/data/kinetics_sounds/ from OGM-GE's lists, val carved from train).
+# Audio: OGM-GE's AVE/KS recipe ('ave-ks' preset): 22.05 kHz, tiled to 160,000 samples,
+# scipy spectrogram (512/353), log, per-clip standardisation -> 1 x 257 x 1004.
+# Visual: 3 frames evenly spaced over the clip (the centre of 3 equal segments; OGM-GE takes
+# the segment starts: sampling='segment_start'), 224 x 224, ImageNet normalisation
+# -> 3 x 3 x 224 x 224 (C, T, H, W). Training: RandomResizedCrop(224) + flip, as OGM-GE.
+# num_classes: 31 for OGM-GE's lists; the dataset reads the class list from the split files,
+# logs its size and stops if it differs from num_classes (other lists give 33 or 34).
+# Spectrogram cache: set cache_dir (e.g. 'data/cache/kinetics-sounds') in the LoadAudioSpectrogram
+# entries below to compute each clip's spectrogram once.
+dataset_type = 'KineticsSoundsDataset'
+data_root = 'data/kinetics-sounds'
+modalities = ('audio', 'visual')
+num_classes = 31
+
+imagenet_norm = dict(type='Normalize', mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+train_pipeline = [
+    dict(type='LoadAudioSpectrogram', preset='ave-ks', cache_dir=None),
+    dict(type='LoadFrames', num_frames=3, sampling='uniform'),
+    dict(type='RandomResizedCrop', size=224),
+    dict(type='RandomFlip', prob=0.5),
+    imagenet_norm,
+    dict(type='PackMultimodalInputs', modalities=modalities),
+]
+test_pipeline = [
+    dict(type='LoadAudioSpectrogram', preset='ave-ks', cache_dir=None),
+    dict(type='LoadFrames', num_frames=3, sampling='uniform', test_mode=True),
+    dict(type='Resize', scale=(224, 224)),
+    imagenet_norm,
+    dict(type='PackMultimodalInputs', modalities=modalities),
+]
+
+
+def _loader(split, pipeline, shuffle):
+    return dict(
+        batch_size=64,
+        num_workers=4,
+        persistent_workers=True,
+        drop_last=False,  # val/test score every sample; train keeps the last batch too
+        sampler=dict(type='DefaultSampler', shuffle=shuffle),
+        collate_fn=dict(type='default_collate'),
+        dataset=dict(type=dataset_type, data_root=data_root, split=split,
+                     modalities=modalities, num_classes=num_classes, pipeline=pipeline))
+
+
+train_dataloader = _loader('train', train_pipeline, True)
+val_dataloader = _loader('val', test_pipeline, False)
+test_dataloader = _loader('test', test_pipeline, False)
+val_evaluator = dict(type='MultimodalAccuracy', num_classes=num_classes)
+test_evaluator = val_evaluator
