@@ -45,3 +45,18 @@ def encoder_conv_weights(encoder: nn.Module) -> Iterator[Tuple[str, nn.Parameter
     for name, param in encoder.named_parameters():
         if param.dim() == 4:
             yield name, param
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the softmax of each row, ``-sum_c p_c log p_c`` (natural log).
+
+    Computed from ``log_softmax``, so a probability that underflows to 0
+    contributes 0 rather than NaN.
+
+    Args:
+        logits: (B, C).
+    Returns:
+        (B,) detached, float32 or wider.
+    """
+    logp = torch.log_softmax(logits.detach().float(), dim=1)
+    return -(logp.exp() * logp).sum(dim=1)

@@ -15,6 +15,17 @@ Example::
 
     python tools/analysis/modality_analysis.py configs/concat/concat_r18_avdigits.py \
         --work-dir work_dirs/analysis_avdigits
+
+Teachers for G2D/UMT (``--teacher``): only the unimodal runs, on the whole
+training split with the config's full schedule (no joint run); the artifact
+marks them ``qualifies_as_teacher`` and records each encoder config and teacher
+model, which the G2D hook compares with the student's::
+
+    python tools/analysis/modality_analysis.py configs/g2d/g2d_r18_avdigits.py --teacher \
+        --work-dir work_dirs/teachers_avdigits
+
+``--iters N`` trains every run (unimodal and joint) for N iterations instead of
+epochs (validation after iteration N); such runs never qualify as teachers.
 """
 import argparse
 import copy
@@ -40,6 +51,12 @@ def parse_args() -> argparse.Namespace:
                         help='percent of the training split used (seeded random subset)')
     parser.add_argument('--epochs', type=int, default=None,
                         help='override the schedule length of the unimodal runs')
+    parser.add_argument('--iters', type=int, default=None,
+                        help='train every run for this many iterations instead of epochs '
+                        '(validated once, at the end); the runs do not qualify as teachers')
+    parser.add_argument('--teacher', action='store_true',
+                        help='train only the unimodal models, on the full training split with '
+                        'the full schedule, as G2D/UMT teachers (no joint run)')
     parser.add_argument('--m-o-epochs', type=int, default=1)
     parser.add_argument('--m-o-source', choices=SOURCES, default='joint')
     parser.add_argument('--seed', type=int, default=0)
@@ -93,6 +110,25 @@ def unimodal_config(cfg: Config, modality: str) -> Config:
     return out
 
 
+def iter_based(cfg: Config, iters: int) -> Config:
+    """The config trained for ``iters`` iterations, validated and checkpointed at the end."""
+    out = copy.deepcopy(cfg)
+    out.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters)
+    out.default_hooks.checkpoint.update(by_epoch=False, interval=iters)
+    out.default_hooks.logger.log_metric_by_epoch = False
+    out.log_processor = dict(out.get('log_processor', {}), by_epoch=False)
+    # Epoch-based lr schedulers stay as they are: the iteration loop runs one "epoch",
+    # so they step at most once, after the last iteration.
+    return out
+
+
+def plain(value):
+    """A JSON-ready copy of a config value."""
+    if hasattr(value, 'to_dict'):
+        value = value.to_dict()
+    return json.loads(json.dumps(value, default=repr))
+
+
 def joint_config(cfg: Config) -> Config:
     """The multimodal config without balance hooks (the unmodulated baseline)."""
     out = copy.deepcopy(cfg)
@@ -103,11 +139,20 @@ def joint_config(cfg: Config) -> Config:
 
 
 def run(cfg: Config, work_dir: Path) -> None:
-    """Train with tools/train.py (val selection, no test) unless already done."""
+    """Train with tools/train.py (val selection, no test) unless already done.
+
+    A finished run is reused only if it was trained with the same config (schedule,
+    data, encoder), so that e.g. a shortened run is never relabelled as a teacher.
+    """
+    path = work_dir / 'analysis_config.py'
+    request = work_dir / 'analysis_request.txt'  # the runner rewrites analysis_config.py
     if (work_dir / 'last_checkpoint').exists():
+        if request.exists() and request.read_text() != cfg.pretty_text:
+            raise RuntimeError(f'{work_dir} holds a finished run with a different config '
+                               f'(see {request}); use another --work-dir or delete it')
         return
     work_dir.mkdir(parents=True, exist_ok=True)
-    path = work_dir / 'analysis_config.py'
+    request.write_text(cfg.pretty_text)
     cfg.dump(str(path))
     cmd = [sys.executable, 'tools/train.py', str(path), '--work-dir', str(work_dir), '--no-test']
     with open(work_dir / 'stdout.log', 'w') as log:
@@ -129,15 +174,34 @@ def val_curves(work_dir: Path) -> Dict[str, List[List[float]]]:
     return {k: [[e, v] for e, v in sorted(c.items())] for k, c in curves.items()}
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Reject option combinations that cannot mean what they say."""
+    if args.iters is not None and args.iters < 1:
+        raise ValueError(f'--iters must be >= 1, got {args.iters}')
+    if args.iters is not None and args.epochs is not None:
+        raise ValueError('--iters and --epochs both set the schedule length; give one')
+    if args.teacher:
+        shortened = [opt for opt, on in (('--subset', args.subset < 100),
+                                          ('--epochs', args.epochs is not None),
+                                          ('--iters', args.iters is not None)) if on]
+        if shortened:
+            raise ValueError(f'--teacher trains on the whole training split with the '
+                             f'full schedule of the config; drop {" ".join(shortened)}')
+
+
 def main() -> None:
     args = parse_args()
+    try:
+        check_args(args)
+    except ValueError as err:
+        raise SystemExit(f'modality_analysis.py: error: {err}')
     cfg = Config.fromfile(args.config)
     cfg.merge_from_dict(args.cfg_options)
     cfg.randomness = dict(cfg.get('randomness', {}), seed=args.seed)
     modalities = list(cfg.model.encoders)
     work_dir = Path(args.work_dir or ROOT / 'work_dirs' / f'analysis_{Path(args.config).stem}')
     work_dir = work_dir.resolve()
-    full_schedule = args.epochs is None and args.subset >= 100
+    full_schedule = args.epochs is None and args.iters is None and args.subset >= 100
     if args.subset < 100:
         from mmengine.registry import init_default_scope
         from mmbal.registry import DATASETS
@@ -148,53 +212,79 @@ def main() -> None:
         cfg.train_dataloader.dataset.indices = indices.tolist()
     if args.epochs is not None:
         cfg.train_cfg.max_epochs = args.epochs
+    # Curves are indexed by epoch, or by iteration with --iters (one point, at N).
+    unit = 'iteration' if args.iters else 'epoch'
+    early_step = args.iters or args.m_o_epochs
+
+    def schedule(run_cfg: Config) -> Config:
+        return iter_based(run_cfg, args.iters) if args.iters else run_cfg
 
     unimodal = {}
     for m in modalities:
         run_dir = work_dir / f'unimodal_{m}'
-        run(unimodal_config(cfg, m), run_dir)
+        uni_cfg = unimodal_config(cfg, m)
+        run(schedule(uni_cfg), run_dir)
         curve = val_curves(run_dir)['accuracy/fused']
         last = (run_dir / 'last_checkpoint').read_text().strip()
         best = sorted(str(p) for p in run_dir.glob('best_*.pth'))
         unimodal[m] = dict(curve=curve, final_accuracy=curve[-1][1], checkpoint_last=last,
                            checkpoint_best=best[-1] if best else None,
-                           qualifies_as_teacher=full_schedule)
+                           qualifies_as_teacher=full_schedule,
+                           encoder=plain(cfg.model.encoders[m]),
+                           teacher_model=plain(uni_cfg.model))
     m_p = argmax_modality({m: unimodal[m]['final_accuracy'] for m in modalities}, modalities)
 
     notes = []
     joint = None
-    if args.m_o_source == 'joint':
+    m_o = None
+    flips: List[str] = []
+    if args.m_o_source == 'joint' and not args.teacher:
         joint_cfg = joint_config(cfg)
-        joint_cfg.train_cfg.max_epochs = args.m_o_epochs
+        if args.iters:
+            joint_cfg = iter_based(joint_cfg, args.iters)
+        else:
+            joint_cfg.train_cfg.max_epochs = args.m_o_epochs
         run_dir = work_dir / 'joint'
         run(joint_cfg, run_dir)
         curves = val_curves(run_dir)
         branch = {m: curves[f'accuracy/{m}'] for m in modalities}
-        joint = dict(branch_curves=branch, epochs=args.m_o_epochs)
-        early = {m: value_at_epoch(branch[m], args.m_o_epochs) for m in modalities}
-        flips = ranking_flips(branch, modalities, args.m_o_epochs)
-    else:
+        joint = dict(branch_curves=branch, epochs=None if args.iters else args.m_o_epochs,
+                     iters=args.iters)
+        early = {m: value_at_epoch(branch[m], early_step) for m in modalities}
+        if not args.iters:
+            flips = ranking_flips(branch, modalities, args.m_o_epochs)
+        m_o = argmax_modality(early, modalities)
+    elif args.m_o_source == 'unimodal_early':
         curves_u = {m: unimodal[m]['curve'] for m in modalities}
-        early = {m: value_at_epoch(curves_u[m], args.m_o_epochs) for m in modalities}
-        flips = ranking_flips(curves_u, modalities, max(args.m_o_epochs, 3))
-    m_o = argmax_modality(early, modalities)
+        early = {m: value_at_epoch(curves_u[m], early_step) for m in modalities}
+        if not args.iters:
+            flips = ranking_flips(curves_u, modalities, max(args.m_o_epochs, 3))
+        m_o = argmax_modality(early, modalities)
+    else:
+        notes.append('teacher mode: no joint run, so m_o (optimization_dominant) is not '
+                     'determined')
     if flips:
         notes.append(f'the leading modality changes over the first epochs: {flips}')
         warnings.warn(notes[-1])
 
+    m_o_rule = (f'argmax of the joint model branch val accuracy after {early_step} {unit}(s)'
+                if args.m_o_source == 'joint' else
+                f'argmax of the unimodal val accuracy after {early_step} {unit}(s)')
     artifact = dict(
         config=str(Path(args.config).resolve()), modalities=modalities, split='val',
-        subset_percent=args.subset, seed=args.seed, epochs=cfg.train_cfg.max_epochs,
+        mode='teacher' if args.teacher else 'analysis',
+        subset_percent=args.subset, seed=args.seed,
+        epochs=None if args.iters else cfg.train_cfg.max_epochs, iters=args.iters,
         unimodal=unimodal, joint=joint,
         performance_dominant=m_p, optimization_dominant=m_o,
-        rules=dict(performance_dominant='argmax of the unimodal final-epoch val accuracy',
-                   optimization_dominant=(
-                       f'argmax of the joint model branch val accuracy after {args.m_o_epochs} '
-                       f'epoch(s)' if args.m_o_source == 'joint' else
-                       f'argmax of the unimodal val accuracy after {args.m_o_epochs} epoch(s)'),
-                   m_o_source=args.m_o_source, ties='first modality in config order'),
+        rules=dict(performance_dominant=f'argmax of the unimodal final-{unit} val accuracy',
+                   optimization_dominant=None if m_o is None else m_o_rule,
+                   m_o_source=args.m_o_source, ties='first modality in config order',
+                   qualifies_as_teacher='trained on the whole training split with the '
+                   'full schedule (no --subset, --epochs or --iters)'),
         notes=notes)
     out = Path(args.out) if args.out else work_dir / 'analysis.json'
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(artifact, indent=2))
     print(json.dumps({k: artifact[k] for k in ('performance_dominant', 'optimization_dominant')}))
     print(f'artifact: {out}')

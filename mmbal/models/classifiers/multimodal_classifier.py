@@ -110,7 +110,7 @@ class MultimodalClassifier(BaseModel):
             self.gates[m].reset()
             features[m] = self.gates[m](z)
         return ModalityOutputs(features, self.classify(features), self.fusion,
-                               self.classify, self.head)
+                               self.classify, self.head, inputs=inputs)
 
     def register_balance_hook(self, hook) -> None:
         """Call ``hook.after_forward(model, outputs, data_samples)`` in every loss pass."""

@@ -51,12 +51,17 @@ class ModalityOutputs:
         fusion: The fusion neck.
         classify: ``features -> logits`` through the shared fusion and head.
         head: The head after the fusion (None when the fusion ends in logits).
+        inputs: ``{m: tensor}`` batch inputs the encoders read (after the data
+            preprocessor), for hooks that run other models on the same batch
+            (G2D/UMT teachers); None when not given.
     """
 
     def __init__(self, features: Dict[str, torch.Tensor], fused_logits: torch.Tensor,
                  fusion: BaseFusion,
                  classify: Callable[[Dict[str, torch.Tensor]], torch.Tensor],
-                 head: Optional[torch.nn.Module]) -> None:
+                 head: Optional[torch.nn.Module],
+                 inputs: Optional[Dict[str, torch.Tensor]] = None) -> None:
+        self.inputs = inputs
         self.features = features
         self.fused_logits = fused_logits
         self._fusion = fusion

@@ -1,0 +1,21 @@
+# Joint training + SMP, no distillation (ablation row "Joint + SMP", lambda = (0, 0));
+# SMP still needs the teachers for its confidence ranking.
+# AV-Digits, setting (b), the default set; late fusion (the paper's setting), the demo schedule.
+# tau = (5, 5): the least confident modality trains alone for 5 epochs, then both
+# jointly for 5 (the paper: (150, 150) of 300 epochs on CREMA-D).
+# Teachers: the unimodal runs of the modality analysis in teacher mode, trained first with
+#   python tools/analysis/modality_analysis.py configs/g2d/g2d_r18_avdigits.py --teacher \
+#       --work-dir work_dirs/teachers_avdigits
+# (shared by every G2D/UMT config of this setting: teachers depend only on encoders and data).
+_base_ = [
+    '../_base_/models/avdigits_resnet18_concat.py',
+    '../_base_/datasets/avdigits.py',
+    '../_base_/schedules/avdigits_cpu.py',
+    '../_base_/default_runtime.py',
+]
+model = dict(fusion=dict(_delete_=True, type='LateFusion', num_classes=10), head=None)
+optim_wrapper = dict(type='BalanceOptimWrapper')
+custom_hooks = [
+    dict(type='G2DHook', lambda_feat=0.0, lambda_logit=0.0, temperature=1.0,
+         tau=(5, 5), analysis='work_dirs/teachers_avdigits/analysis.json'),
+]
