@@ -107,8 +107,18 @@ VARIANTS: Dict[str, dict] = {
     'ogm_ge': dict(description='mmbal + OGMGEHook variant OGM_GE (GE noise)',
                    cfg=dict(optim_wrapper=dict(type='BalanceOptimWrapper')),
                    custom_hooks=[dict(type='OGMGEHook', alpha=0.8, variant='OGM_GE')]),
+    'arl': dict(description='mmbal + ARLHook (gamma 4, T 4; probe logits, unimodal losses)',
+                custom_hooks=[dict(type='ARLHook', gamma=4.0, temperature=4.0)]),
+    # G2D rows: the teachers are random-init unimodal models written by runner_config (a
+    # trained teacher costs the same); tau puts half the blocks in the prioritized phase.
+    'g2d': dict(description='mmbal + G2DHook (online teachers, SMP; BalanceOptimWrapper)',
+                cfg=dict(optim_wrapper=dict(type='BalanceOptimWrapper')),
+                custom_hooks=[dict(type='G2DHook')]),
+    'g2d_cache': dict(description='as g2d with the per-sample teacher cache',
+                      cfg=dict(optim_wrapper=dict(type='BalanceOptimWrapper')),
+                      custom_hooks=[dict(type='G2DHook', cache=True)]),
 }
-DEFAULT_VARIANTS = ('mmbal', 'mmbal_noacc', 'pdmp', 'ogm', 'ogm_ge')
+DEFAULT_VARIANTS = ('mmbal', 'mmbal_noacc', 'pdmp', 'ogm', 'ogm_ge', 'arl', 'g2d', 'g2d_cache')
 
 
 @dataclass
@@ -187,6 +197,7 @@ class StepTimeBenchDataset(Dataset):
         self.audio, self.visual, labels = _DATA_CACHE[key]
         self.labels: List[int] = labels.tolist()
         self.metainfo = dict(classes=tuple(str(i) for i in range(num_classes)))
+        self.pipeline: List = []  # items are fixed tensors, so a teacher cache is valid
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -350,12 +361,31 @@ def runner_config(bc: BenchConfig, variant: str, work_dir: str,
     # No validation here, as tools/train.py --no-validate does.
     cfg.default_hooks.checkpoint.pop('save_best', None)
     cfg.merge_from_dict(overrides)
-    cfg.custom_hooks = ([dict(type='StepTimeStartHook')] + list(spec.get('custom_hooks', []))
+    method_hooks = copy.deepcopy(list(spec.get('custom_hooks', [])))
+    for hook in method_hooks:
+        if hook['type'] == 'G2DHook':
+            epochs = cfg.train_cfg['max_epochs']
+            hook.update(tau=((epochs + 1) // 2, epochs // 2),
+                        teacher_checkpoints=_teacher_checkpoints(bc, work_dir))
+    cfg.custom_hooks = ([dict(type='StepTimeStartHook')] + method_hooks
                         + [dict(type='StepTimeEndHook', device=bc.device),
                            dict(type='StepTimeBlockGateHook')])
     if log_level is not None:
         cfg.log_level = log_level
     return cfg
+
+
+def _teacher_checkpoints(bc: BenchConfig, work_dir: str) -> Dict[str, str]:
+    """Random-init unimodal teachers of the benchmark model, saved for G2DHook to load."""
+    from mmbal.balance.teachers import default_teacher_model
+    init_default_scope('mmbal')
+    os.makedirs(work_dir, exist_ok=True)
+    paths = {}
+    for m, enc in model_cfg(bc)['encoders'].items():
+        teacher = MODELS.build(default_teacher_model(enc, m, bc.shape['num_classes']))
+        paths[m] = osp.join(work_dir, f'teacher_{m}.pth')
+        torch.save({'state_dict': teacher.state_dict()}, paths[m])
+    return paths
 
 
 class RunnerPath:
