@@ -10,6 +10,11 @@
    (batch 64, ``--workers`` workers) over the train pipeline of
    ``configs/_base_/datasets/crema-d.py``, without and with the spectrogram cache
    (the cached pass is timed after a pass that fills the cache).
+3. Training step (``--step-widths``): one batch of that loader through the CREMA-D
+   model of ``configs/_base_/models/av_resnet18_concat.py`` (two ResNet18
+   encoders, concat, linear head) with ``train_step`` (forward, CE, backward,
+   SGD step), at full width (64) and the demo's narrow width (16), so the loader
+   rates can be compared with what training consumes.
 
 Example::
 
@@ -85,6 +90,34 @@ def bench_loader(root: str, workers: int, cache_dir: str | None, passes: int) ->
     return rate
 
 
+def bench_step(root: str, base_channels: int, steps: int = 3) -> float:
+    """Seconds per training step on one train-pipeline batch of 64 (after one warm-up step)."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.dataset import default_collate
+    from mmengine.optim import OptimWrapper
+    from mmengine.registry import init_default_scope
+
+    from mmbal.datasets import CremaDDataset
+    from mmbal.registry import MODELS
+    init_default_scope('mmbal')
+    configs = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'configs', '_base_')
+    pipeline = Config.fromfile(os.path.join(configs, 'datasets', 'crema-d.py')).train_pipeline
+    ds = CremaDDataset(data_root=root, split='train', pipeline=[dict(t) for t in pipeline])
+    batch = default_collate([ds[i] for i in range(min(64, len(ds)))])
+    model_cfg = Config.fromfile(os.path.join(configs, 'models', 'av_resnet18_concat.py')).model
+    for enc in model_cfg.encoders.values():
+        enc.base_channels = base_channels
+    model = MODELS.build(model_cfg)
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9,
+                                           weight_decay=1e-4))
+    model.train_step(batch, wrapper)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        model.train_step(batch, wrapper)
+    return (time.perf_counter() - t0) / steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,6 +126,9 @@ def main() -> None:
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--real-size', action='store_true',
                         help="raw FLVs at CREMA-D's 480x360, 30 fps (default 64x48, 10 fps)")
+    parser.add_argument('--step-widths', type=int, nargs='*', default=[64, 16],
+                        help='ResNet18 widths whose training step is timed on a loader batch '
+                        '(none: skip)')
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         n, dt = bench_preprocess(tmp, args.actors, args.workers, args.real_size)
@@ -106,6 +142,10 @@ def main() -> None:
         print(f'loader ({args.clips} clips, batch 64, {args.workers} workers, train pipeline): '
               f'{no_cache:.1f} samples/s without cache, {cached:.1f} samples/s with a warm '
               'spectrogram cache')
+        for width in args.step_widths:
+            sec = bench_step(root, width)
+            print(f'training step, ResNet18 width {width}, batch 64 (1x257x188 + 3x1x224x224): '
+                  f'{sec:.2f} s/step = {64 / sec:.1f} samples/s')
 
 
 if __name__ == '__main__':
