@@ -37,7 +37,7 @@ def teacher_command(config: Optional[str], analysis: Optional[str]) -> str:
     return cmd
 
 
-def _plain(cfg) -> object:
+def plain_config(cfg) -> object:
     """A JSON-comparable copy of a config value (ConfigDict -> dict, tuple -> list)."""
     if hasattr(cfg, 'to_dict'):
         cfg = cfg.to_dict()
@@ -46,7 +46,7 @@ def _plain(cfg) -> object:
 
 def encoder_mismatch(teacher_cfg, student_cfg) -> List[str]:
     """Keys in which two encoder configs differ, as ``'key: teacher vs student'`` lines."""
-    teacher, student = _plain(teacher_cfg), _plain(student_cfg)
+    teacher, student = plain_config(teacher_cfg), plain_config(student_cfg)
     if not isinstance(teacher, dict) or not isinstance(student, dict):
         return [] if teacher == student else [f'{teacher!r} vs {student!r}']
     lines = []
@@ -69,7 +69,7 @@ def check_same_encoder(modality: str, teacher_cfg, student_cfg, source: str) -> 
 
 def default_teacher_model(encoder_cfg, modality: str, num_classes: int) -> dict:
     """The unimodal model of ``modality_analysis.unimodal_config``: encoder, concat, linear head."""
-    return dict(type='MultimodalClassifier', encoders={modality: _plain(encoder_cfg)},
+    return dict(type='MultimodalClassifier', encoders={modality: plain_config(encoder_cfg)},
                 fusion=dict(type='ConcatFusion'),
                 head=dict(type='LinearClsHead', num_classes=num_classes),
                 modality_logits=None, train_accuracy=False)
@@ -99,7 +99,7 @@ def build_teacher(modality: str, model_cfg: dict, checkpoint: str,
 
     ``state``: the checkpoint's state dict when the caller has already read it.
     """
-    model_cfg = copy.deepcopy(_plain(model_cfg))
+    model_cfg = copy.deepcopy(plain_config(model_cfg))
     model_cfg.pop('data_preprocessor', None)
     model_cfg.update(modality_logits=None, train_accuracy=False)
     teacher = MODELS.build(model_cfg)
@@ -344,5 +344,5 @@ class TeacherCache:
 
 
 __all__ = ['UnimodalTeachers', 'TeacherCache', 'load_teachers', 'build_teacher',
-           'check_same_encoder', 'encoder_mismatch', 'is_random_transform',
+           'plain_config', 'check_same_encoder', 'encoder_mismatch', 'is_random_transform',
            'random_transforms', 'check_cacheable', 'teacher_command', 'default_teacher_model']

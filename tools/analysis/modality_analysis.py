@@ -39,6 +39,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from mmengine.config import Config, DictAction
 
+from mmbal.balance.teachers import plain_config
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ('joint', 'unimodal_early')
 
@@ -120,13 +122,6 @@ def iter_based(cfg: Config, iters: int) -> Config:
     # Epoch-based lr schedulers stay as they are: the iteration loop runs one "epoch",
     # so they step at most once, after the last iteration.
     return out
-
-
-def plain(value):
-    """A JSON-ready copy of a config value."""
-    if hasattr(value, 'to_dict'):
-        value = value.to_dict()
-    return json.loads(json.dumps(value, default=repr))
 
 
 def joint_config(cfg: Config) -> Config:
@@ -230,8 +225,8 @@ def main() -> None:
         unimodal[m] = dict(curve=curve, final_accuracy=curve[-1][1], checkpoint_last=last,
                            checkpoint_best=best[-1] if best else None,
                            qualifies_as_teacher=full_schedule,
-                           encoder=plain(cfg.model.encoders[m]),
-                           teacher_model=plain(uni_cfg.model))
+                           encoder=plain_config(cfg.model.encoders[m]),
+                           teacher_model=plain_config(uni_cfg.model))
     m_p = argmax_modality({m: unimodal[m]['final_accuracy'] for m in modalities}, modalities)
 
     notes = []
