@@ -9,16 +9,14 @@ import copy
 import json
 import math
 import os
-import socket
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from mmengine.config import Config
+from dist_utils import run_gloo
 from torch import nn
 
 from mmbal.balance.functional import entropy
@@ -443,25 +441,8 @@ def _ddp_step(rank, world, out_dir):
         json.dump(record, f)
 
 
-def _ddp_worker(rank, world, port, out_dir):
-    os.environ['OMP_NUM_THREADS'] = '1'
-    torch.set_num_threads(1)
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
-                            world_size=world)
-    try:
-        _ddp_step(rank, world, out_dir)
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_a_agrees_across_ranks_and_with_the_global_batch(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_gloo(_ddp_step, str(tmp_path))
     _ddp_step(0, 1, str(tmp_path))  # one process on the same global batch
     r0, r1, single = (json.loads((tmp_path / name).read_text())
                       for name in ('rank0_of2.json', 'rank1_of2.json', 'rank0_of1.json'))

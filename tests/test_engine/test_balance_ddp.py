@@ -1,11 +1,9 @@
 """Under 2-process gloo DDP, batch statistics are all-reduced and noise is shared."""
 import json
 import os
-import socket
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from dist_utils import run_gloo
 
 GLOBAL_BATCH = 8
 
@@ -66,25 +64,8 @@ def _step(rank, world, out_dir):
         json.dump({'k': k, 'grad': captured['grad']}, f)
 
 
-def _worker(rank, world, port, out_dir):
-    os.environ['OMP_NUM_THREADS'] = '1'
-    torch.set_num_threads(1)
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
-                            world_size=world)
-    try:
-        _step(rank, world, out_dir)
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_ogm_ge_coefficients_and_noise_agree_across_ranks(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_gloo(_step, str(tmp_path))
     _step(0, 1, str(tmp_path))  # one process on the same global batch
     r0, r1, single = (json.loads((tmp_path / name).read_text())
                       for name in ('rank0_of2.json', 'rank1_of2.json', 'rank0_of1.json'))

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from dist_utils import run_gloo
 from torch import nn
 
 from mmbal.balance.teachers import UnimodalTeachers, check_cacheable, random_transforms
@@ -636,32 +637,16 @@ DDP_PROBS = [{'audio': [0.2, 0.2], 'visual': [0.3, 0.3]},    # rank 0: audio 0.2
 # global: audio (0.2 + 0.2 + 0.9 + 0.9) / 4 = 0.55, visual (0.3 + 0.3 + 0.5 + 0.5) / 4 = 0.4
 
 
-def _ddp_worker(rank, world, port, out_dir):
-    import os
-    import torch.distributed as dist
-    from mmengine.registry import init_default_scope
-    os.environ['OMP_NUM_THREADS'] = '1'
-    torch.set_num_threads(1)
-    init_default_scope('mmbal')
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
-                            world_size=world)
-    try:
-        hook = G2DHook(tau=(1, 1))
-        run_batches(hook, ['audio', 'visual'], [DDP_PROBS[rank]], epoch=0)
-        result = {k: float(v) for k, v in hook._pending.items() if k.startswith(('k_', 'conf_'))}
-        with open(f'{out_dir}/rank{rank}.json', 'w') as f:
-            json.dump(result, f)
-    finally:
-        dist.destroy_process_group()
+def _ddp_step(rank, world, out_dir):
+    hook = G2DHook(tau=(1, 1))
+    run_batches(hook, ['audio', 'visual'], [DDP_PROBS[rank]], epoch=0)
+    result = {k: float(v) for k, v in hook._pending.items() if k.startswith(('k_', 'conf_'))}
+    with open(f'{out_dir}/rank{rank}.json', 'w') as f:
+        json.dump(result, f)
 
 
 def test_confidences_are_all_reduced_under_ddp(tmp_path):
-    import socket
-    import torch.multiprocessing as mp
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    run_gloo(_ddp_step, str(tmp_path))
     r0, r1 = (json.loads((tmp_path / f'rank{r}.json').read_text()) for r in (0, 1))
     assert r0 == r1
     assert r0['conf_teacher_audio'] == pytest.approx(0.55, abs=1e-6)
