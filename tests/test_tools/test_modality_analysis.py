@@ -79,3 +79,27 @@ def test_analysis_finds_the_roles_built_into_avdigits(tmp_path, config, m_p, m_o
     art = json.loads((tmp_path / 'analysis.json').read_text())
     assert art['performance_dominant'] == m_p
     assert art['optimization_dominant'] == m_o
+
+
+def test_interrupted_run_is_resumed_and_finished_run_reused(tmp_path, monkeypatch):
+    # An interrupted run (checkpoints, no FINISHED marker) must be resumed, never taken
+    # for a teacher; a finished one is reused; another config in the same dir is refused.
+    from mmengine.config import Config
+    tool = load_tool()
+    cfg = Config(dict(train_cfg=dict(max_epochs=10)))
+    calls = []
+    monkeypatch.setattr(tool.subprocess, 'call', lambda cmd, **kw: calls.append(cmd) or 0)
+    work_dir = tmp_path / 'unimodal_audio'
+    work_dir.mkdir()
+    (work_dir / 'last_checkpoint').write_text('epoch_9.pth')
+    (work_dir / 'analysis_request.txt').write_text(cfg.pretty_text)
+    tool.run(cfg, work_dir)
+    assert len(calls) == 1 and calls[0][-1] == '--resume'
+    assert (work_dir / tool.FINISHED).exists()
+    tool.run(cfg, work_dir)
+    assert len(calls) == 1
+    with pytest.raises(RuntimeError, match='different config'):
+        tool.run(Config(dict(train_cfg=dict(max_epochs=3))), work_dir)
+    fresh = tmp_path / 'unimodal_visual'
+    tool.run(cfg, fresh)
+    assert len(calls) == 2 and '--resume' not in calls[1]

@@ -124,6 +124,10 @@ def iter_based(cfg: Config, iters: int) -> Config:
     return out
 
 
+# Written into a run's work dir once tools/train.py has returned successfully.
+FINISHED = 'FINISHED'
+
+
 def joint_config(cfg: Config) -> Config:
     """The multimodal config without balance hooks (the unmodulated baseline)."""
     out = copy.deepcopy(cfg)
@@ -138,21 +142,29 @@ def run(cfg: Config, work_dir: Path) -> None:
 
     A finished run is reused only if it was trained with the same config (schedule,
     data, encoder), so that e.g. a shortened run is never relabelled as a teacher.
+    A run is finished once ``tools/train.py`` has returned successfully (``FINISHED``
+    marker); an interrupted one (checkpoints but no marker) is resumed, never reused.
     """
     path = work_dir / 'analysis_config.py'
     request = work_dir / 'analysis_request.txt'  # the runner rewrites analysis_config.py
-    if (work_dir / 'last_checkpoint').exists():
-        if request.exists() and request.read_text() != cfg.pretty_text:
-            raise RuntimeError(f'{work_dir} holds a finished run with a different config '
-                               f'(see {request}); use another --work-dir or delete it')
+    finished = work_dir / FINISHED
+    started = (work_dir / 'last_checkpoint').exists()
+    if (started or finished.exists()) and request.exists() \
+            and request.read_text() != cfg.pretty_text:
+        raise RuntimeError(f'{work_dir} holds a run with a different config '
+                           f'(see {request}); use another --work-dir or delete it')
+    if finished.exists():
         return
     work_dir.mkdir(parents=True, exist_ok=True)
     request.write_text(cfg.pretty_text)
     cfg.dump(str(path))
     cmd = [sys.executable, 'tools/train.py', str(path), '--work-dir', str(work_dir), '--no-test']
-    with open(work_dir / 'stdout.log', 'w') as log:
+    if started:
+        cmd.append('--resume')
+    with open(work_dir / 'stdout.log', 'a' if started else 'w') as log:
         if subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT) != 0:
             raise RuntimeError(f'{" ".join(cmd)} failed; see {work_dir / "stdout.log"}')
+    finished.touch()
 
 
 def val_curves(work_dir: Path) -> Dict[str, List[List[float]]]:
