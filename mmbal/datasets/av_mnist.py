@@ -82,7 +82,6 @@ class AVMNISTDataset(MultimodalDataset):
 
     AVAILABLE_MODALITIES = ('audio', 'visual')
     METAINFO = dict(classes=tuple(str(i) for i in range(10)))
-    SPLITS = ('train', 'val', 'test')
     IMAGE_SIDE = 28
     DATA_LAYOUT = ('a directory holding image/{train,test}_data.npy (N x 28 x 28 or N x 784), '
                    'audio/{train,test}_data.npy (N x 112 x 112), {train,test}_labels.npy and '
@@ -95,9 +94,7 @@ class AVMNISTDataset(MultimodalDataset):
                  pipeline: Sequence[dict | Callable] = (),
                  val_file: str = 'splits/val_indices.npy',
                  **kwargs: Any) -> None:
-        if split not in self.SPLITS:
-            raise ValueError(f'AVMNISTDataset: unknown split {split!r}; expected one of '
-                             f'{list(self.SPLITS)}')
+        self.check_split(split)
         self.split = split
         self.val_file = val_file
         self._arrays: dict[str, dict[str, np.ndarray]] = {}

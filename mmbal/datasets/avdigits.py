@@ -68,9 +68,7 @@ class AVDigitsDataset(MultimodalDataset):
                  visual_mismatch: float = 0.0,
                  mismatch_seed: int = 0,
                  **kwargs: Any) -> None:
-        if split not in self.SPLITS:
-            raise ValueError(f'AVDigitsDataset: unknown split {split!r}; '
-                             f'expected one of {list(self.SPLITS)}')
+        self.check_split(split)
         if not 0.0 <= visual_mismatch <= 1.0:
             raise ValueError(f'AVDigitsDataset: visual_mismatch={visual_mismatch!r} must be a '
                              f'fraction in [0, 1]')

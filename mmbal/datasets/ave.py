@@ -50,7 +50,6 @@ class AVEDataset(MultimodalDataset):
     """
 
     AVAILABLE_MODALITIES = ('audio', 'visual')
-    SPLITS = ('train', 'val', 'test')
     DATA_LAYOUT = ('a directory holding audio/<id>.wav, visual/Image-01-FPS/<id>/*.jpg, '
                    'classes.txt and splits/{train,val,test}.txt, written by '
                    'tools/data/ave/preprocess.py (see docs/datasets.md)')
@@ -66,9 +65,7 @@ class AVEDataset(MultimodalDataset):
                  metainfo: dict | None = None,
                  num_classes: int | None = None,
                  **kwargs: Any) -> None:
-        if split not in self.SPLITS:
-            raise ValueError(f'AVEDataset: unknown split {split!r}; expected one of '
-                             f'{list(self.SPLITS)}')
+        self.check_split(split)
         self.split = split
         self.fps = int(fps)
         if metainfo is None or 'classes' not in metainfo:

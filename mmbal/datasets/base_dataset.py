@@ -19,7 +19,7 @@ from mmengine.dataset import BaseDataset
 class MultimodalDataset(BaseDataset):
     """Base of all mmbal datasets.
 
-    Subclasses set ``AVAILABLE_MODALITIES``, ``METAINFO = dict(classes=...)``
+    Subclasses set ``AVAILABLE_MODALITIES``, ``SPLITS``, ``METAINFO = dict(classes=...)``
     and ``DATA_LAYOUT`` (a sentence describing what the data root holds, shown
     when it is missing), and implement ``load_data_list`` using
     :meth:`parse_label` so that label errors name the file and row.
@@ -32,6 +32,7 @@ class MultimodalDataset(BaseDataset):
     """
 
     AVAILABLE_MODALITIES: tuple[str, ...] = ()
+    SPLITS: tuple[str, ...] = ('train', 'val', 'test')
     METAINFO: dict = dict(classes=())
     DATA_LAYOUT: str = 'a directory holding the annotation files and the data'
 
@@ -59,6 +60,14 @@ class MultimodalDataset(BaseDataset):
             **kwargs)
 
     # ------------------------------------------------------------------ checks
+    @classmethod
+    def check_split(cls, split: str, where: str = '') -> str:
+        """Reject a split name the dataset does not define (``where``: the argument named)."""
+        if split not in cls.SPLITS:
+            raise ValueError(f'{cls.__name__}: unknown split {split!r}{where}; expected one of '
+                             f'{list(cls.SPLITS)}')
+        return split
+
     def _check_modalities(self, modalities: Sequence[str]) -> tuple[str, ...]:
         """Validate the requested modalities against AVAILABLE_MODALITIES."""
         name = type(self).__name__

@@ -74,7 +74,6 @@ class CEFADataset(MultimodalDataset):
     AVAILABLE_MODALITIES = ('rgb', 'depth', 'ir')
     METAINFO = dict(classes=('spoof', 'live'))
     PROTOCOLS = ('4@1', '4@2', '4@3')
-    SPLITS = ('train', 'val', 'test')
     LIST_FILES = dict(train='{protocol}_train.txt', val='{protocol}_dev_ref.txt',
                       test='{protocol}_test_ref.txt')
     MODALITY_DIRS = dict(rgb='profile', depth='depth', ir='ir')
@@ -98,9 +97,7 @@ class CEFADataset(MultimodalDataset):
         if protocol not in self.PROTOCOLS:
             raise ValueError(f'CEFADataset: unknown protocol {protocol!r}; expected one of '
                              f'{list(self.PROTOCOLS)}')
-        if split not in self.SPLITS:
-            raise ValueError(f'CEFADataset: unknown split {split!r}; expected one of '
-                             f'{list(self.SPLITS)}')
+        self.check_split(split)
         if frames_per_video is not None and frames_per_video < 1:
             raise ValueError(f'CEFADataset: frames_per_video must be >= 1 or None, got '
                              f'{frames_per_video}')

@@ -65,7 +65,6 @@ class ClipListDataset(MultimodalDataset):
     """
 
     AVAILABLE_MODALITIES = ('audio', 'visual')
-    SPLITS = ('train', 'val', 'test')
     SPLIT_FILE = 'splits/{split}.txt'
     LABELS = 'index'
     PREPARE_HINT = 'the preprocessing tool of this dataset'
@@ -82,15 +81,11 @@ class ClipListDataset(MultimodalDataset):
                  check_files: bool = True,
                  **kwargs: Any) -> None:
         name = type(self).__name__
-        if split not in self.SPLITS:
-            raise ValueError(f'{name}: unknown split {split!r}; expected one of '
-                             f'{list(self.SPLITS)}')
+        self.check_split(split)
         if isinstance(class_splits, str):
             class_splits = (class_splits, )
         for s in class_splits:
-            if s not in self.SPLITS:
-                raise ValueError(f'{name}: unknown split {s!r} in class_splits; expected '
-                                 f'names from {list(self.SPLITS)}')
+            self.check_split(s, where=' in class_splits')
         if num_classes is not None and num_classes < 1:
             raise ValueError(f'{name}: num_classes must be positive, got {num_classes}')
         self.split = split

@@ -66,7 +66,6 @@ class CremaDDataset(MultimodalDataset):
 
     AVAILABLE_MODALITIES = ('audio', 'visual')
     METAINFO = dict(classes=('NEU', 'HAP', 'SAD', 'FEA', 'DIS', 'ANG'))
-    SPLITS = ('train', 'val', 'test')
     SPLIT_SCHEMES = ('reference', 'actor')
     DATA_LAYOUT = ('a directory holding audio/<id>.wav, visual/Image-01-FPS/<id>/*.jpg and '
                    'splits/{reference,actor}/{train,val,test}.csv, written by '
@@ -81,9 +80,7 @@ class CremaDDataset(MultimodalDataset):
                  pipeline: Sequence[dict | Callable] = (),
                  ann_file: str = '',
                  **kwargs: Any) -> None:
-        if split not in self.SPLITS:
-            raise ValueError(f'CremaDDataset: unknown split {split!r}; expected one of '
-                             f'{list(self.SPLITS)}')
+        self.check_split(split)
         if split_scheme not in self.SPLIT_SCHEMES:
             raise ValueError(f'CremaDDataset: unknown split_scheme {split_scheme!r}; expected '
                              f'one of {list(self.SPLIT_SCHEMES)}')
