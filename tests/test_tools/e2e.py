@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -35,13 +36,24 @@ def free_port() -> int:
 
 def run(args, **env):
     """Run a command from the repo root; fail with its output if it fails."""
+    return run_concurrently([args], **env)[0]
+
+
+def run_concurrently(commands, **env):
+    """Run commands side by side (one thread each: the CI machine has 2 cores)."""
     full_env = {**os.environ, 'OMP_NUM_THREADS': '1', **env}
-    proc = subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True,
-                          timeout=600)
-    if proc.returncode != 0:
-        pytest.fail(f'{args} failed with code {proc.returncode}:\n{proc.stdout[-3000:]}\n'
-                    f'{proc.stderr[-5000:]}')
-    return proc
+
+    def one(args):
+        return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True,
+                              timeout=600)
+
+    with ThreadPoolExecutor(len(commands)) as pool:
+        procs = list(pool.map(one, commands))
+    for args, proc in zip(commands, procs):
+        if proc.returncode != 0:
+            pytest.fail(f'{args} failed with code {proc.returncode}:\n{proc.stdout[-3000:]}\n'
+                        f'{proc.stderr[-5000:]}')
+    return procs
 
 
 def train(work_dir, *options, launcher_args=()):

@@ -43,6 +43,8 @@ from mmbal.balance.teachers import plain_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ('joint', 'unimodal_early')
+# Written into a run's work dir once tools/train.py has returned successfully.
+FINISHED = 'FINISHED'
 
 
 def parse_args() -> argparse.Namespace:
@@ -122,10 +124,6 @@ def iter_based(cfg: Config, iters: int) -> Config:
     # Epoch-based lr schedulers stay as they are: the iteration loop runs one "epoch",
     # so they step at most once, after the last iteration.
     return out
-
-
-# Written into a run's work dir once tools/train.py has returned successfully.
-FINISHED = 'FINISHED'
 
 
 def joint_config(cfg: Config) -> Config:
