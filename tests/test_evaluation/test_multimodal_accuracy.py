@@ -1,14 +1,12 @@
 """Tests of MultimodalAccuracy: values against hand-computed numbers and sklearn,
 independence from batching, missing modalities, and exactness under 2-process DDP."""
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from dist_utils import run_gloo
 from sklearn.metrics import accuracy_score, f1_score
 
 from mmbal.evaluation import MultimodalAccuracy
@@ -146,34 +144,22 @@ def test_stores_one_small_record_per_sample():
 DDP_SIZE = 7  # odd, so DefaultSampler pads rank 1 with sample 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    """One rank: evaluate the shard DefaultSampler gives it, rank 0 dumps results."""
+def _ddp_step(rank: int, world_size: int, out_dir: str) -> None:
+    """One rank: evaluate the shard DefaultSampler gives it, dump indices and results."""
     from mmengine.dataset import DefaultSampler
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world_size)
-    try:
-        sampler = DefaultSampler(list(range(DDP_SIZE)), shuffle=False)
-        indices = list(iter(sampler))
-        metric = MultimodalAccuracy(collect_dir=str(Path(out_dir) / 'collect'))
-        samples = make_samples(indices)
-        for start in range(0, len(samples), 3):
-            metric.process({}, samples[start:start + 3])
-        res = metric.evaluate(size=DDP_SIZE)
-        record = {'indices': indices, 'metrics': res}
-        (Path(out_dir) / f'rank{rank}.json').write_text(json.dumps(record))
-    finally:
-        dist.destroy_process_group()
+    sampler = DefaultSampler(list(range(DDP_SIZE)), shuffle=False)
+    indices = list(iter(sampler))
+    metric = MultimodalAccuracy(collect_dir=str(Path(out_dir) / 'collect'))
+    samples = make_samples(indices)
+    for start in range(0, len(samples), 3):
+        metric.process({}, samples[start:start + 3])
+    res = metric.evaluate(size=DDP_SIZE)
+    record = {'indices': indices, 'metrics': res}
+    (Path(out_dir) / f'rank{rank}.json').write_text(json.dumps(record))
 
 
 def test_ddp_two_processes_equals_single_process(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_gloo(_ddp_step, str(tmp_path))
     rank0 = json.loads((tmp_path / 'rank0.json').read_text())
     rank1 = json.loads((tmp_path / 'rank1.json').read_text())
     # the sampler padded rank 1 with a repeat of sample 0
