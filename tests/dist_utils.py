@@ -7,7 +7,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on localhost now (for a process group or torchrun)."""
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
@@ -28,4 +29,4 @@ def _worker(rank: int, world: int, port: int, step, args: tuple) -> None:
 
 def run_gloo(step, *args, world: int = 2) -> None:
     """``step(rank, world, *args)`` in ``world`` spawned processes; ``step`` is module-level."""
-    mp.spawn(_worker, args=(world, _free_port(), step, args), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, free_port(), step, args), nprocs=world, join=True)

@@ -1,7 +1,6 @@
 """Helpers for end-to-end runs of the tools on a small slice of AV-Digits."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -26,12 +25,6 @@ SMALL = [
     'randomness.seed=0', 'randomness.deterministic=True',
     'default_hooks.logger.interval=1', 'log_processor.window_size=1',
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def run(args, **env):

@@ -3,8 +3,9 @@ import json
 import sys
 
 import pytest
+from dist_utils import free_port
 
-from .e2e import CONFIG, SMALL, free_port, run
+from .e2e import CONFIG, SMALL, run
 
 
 @pytest.mark.slow
