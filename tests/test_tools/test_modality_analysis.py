@@ -82,7 +82,7 @@ def test_analysis_finds_the_roles_built_into_avdigits(tmp_path):
 
 def test_interrupted_run_is_resumed_and_finished_run_reused(tmp_path, monkeypatch):
     # An interrupted run (checkpoints, no FINISHED marker) must be resumed, never taken
-    # for a teacher; a finished one is reused; another config in the same dir is refused.
+    # for a teacher; once finished it is reused (another config: test_teachers.py).
     from mmengine.config import Config
     tool = load_tool()
     cfg = Config(dict(train_cfg=dict(max_epochs=10)))
@@ -97,8 +97,6 @@ def test_interrupted_run_is_resumed_and_finished_run_reused(tmp_path, monkeypatc
     assert (work_dir / tool.FINISHED).exists()
     tool.run(cfg, work_dir)
     assert len(calls) == 1
-    with pytest.raises(RuntimeError, match='different config'):
-        tool.run(Config(dict(train_cfg=dict(max_epochs=3))), work_dir)
     fresh = tmp_path / 'unimodal_visual'
     tool.run(cfg, fresh)
     assert len(calls) == 2 and '--resume' not in calls[1]

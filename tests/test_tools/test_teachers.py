@@ -63,8 +63,9 @@ def test_finished_run_is_reused_only_with_the_same_config(tmp_path):
     tool = load_tool()
     cfg = Config.fromfile(str(ROOT / 'configs/concat/concat_r18_avdigits.py'))
     (tmp_path / 'last_checkpoint').write_text('x')
+    (tmp_path / tool.FINISHED).touch()
     (tmp_path / 'analysis_request.txt').write_text(cfg.pretty_text)
-    tool.run(cfg, tmp_path)  # same config: reused, nothing trained
+    tool.run(cfg, tmp_path)  # same config, finished: reused, nothing trained
     cfg.train_cfg.max_epochs = 2  # e.g. a shortened run must not become a teacher
     with pytest.raises(RuntimeError, match='different config'):
         tool.run(cfg, tmp_path)
