@@ -3,7 +3,6 @@ independence from batching, missing modalities, and exactness under 2-process DD
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from dist_utils import run_gloo

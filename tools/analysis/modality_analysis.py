@@ -34,7 +34,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 from mmengine.config import Config, DictAction
@@ -146,12 +146,11 @@ def run(cfg: Config, work_dir: Path) -> None:
     path = work_dir / 'analysis_config.py'
     request = work_dir / 'analysis_request.txt'  # the runner rewrites analysis_config.py
     finished = work_dir / FINISHED
-    started = (work_dir / 'last_checkpoint').exists()
-    if (started or finished.exists()) and request.exists() \
-            and request.read_text() != cfg.pretty_text:
+    done, started = finished.exists(), (work_dir / 'last_checkpoint').exists()
+    if (done or started) and request.exists() and request.read_text() != cfg.pretty_text:
         raise RuntimeError(f'{work_dir} holds a run with a different config '
                            f'(see {request}); use another --work-dir or delete it')
-    if finished.exists():
+    if done:
         return
     work_dir.mkdir(parents=True, exist_ok=True)
     request.write_text(cfg.pretty_text)

@@ -24,6 +24,7 @@ import argparse
 import os
 import tempfile
 import time
+from typing import Tuple
 
 import cv2
 import numpy as np
@@ -90,22 +91,34 @@ def bench_loader(root: str, workers: int, cache_dir: str | None, passes: int) ->
     return rate
 
 
-def bench_step(root: str, base_channels: int, steps: int = 3) -> float:
-    """Seconds per training step on one train-pipeline batch of 64 (after one warm-up step)."""
-    import torch
+def _base_config(*parts: str):
+    """A config under ``configs/_base_/`` of this repository."""
     from mmengine.config import Config
+    return Config.fromfile(os.path.join(os.path.dirname(__file__), '..', '..', '..', 'configs',
+                                        '_base_', *parts))
+
+
+def train_batch(root: str, size: int = 64) -> Tuple[dict, int]:
+    """One collated batch of up to ``size`` samples through the CREMA-D train pipeline,
+    and its sample count."""
     from mmengine.dataset import default_collate
-    from mmengine.optim import OptimWrapper
     from mmengine.registry import init_default_scope
 
     from mmbal.datasets import CremaDDataset
-    from mmbal.registry import MODELS
     init_default_scope('mmbal')
-    configs = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'configs', '_base_')
-    pipeline = Config.fromfile(os.path.join(configs, 'datasets', 'crema-d.py')).train_pipeline
+    pipeline = _base_config('datasets', 'crema-d.py').train_pipeline
     ds = CremaDDataset(data_root=root, split='train', pipeline=[dict(t) for t in pipeline])
-    batch = default_collate([ds[i] for i in range(min(64, len(ds)))])
-    model_cfg = Config.fromfile(os.path.join(configs, 'models', 'av_resnet18_concat.py')).model
+    samples = [ds[i] for i in range(min(size, len(ds)))]
+    return default_collate(samples), len(samples)
+
+
+def bench_step(batch: dict, base_channels: int, steps: int = 3) -> float:
+    """Seconds per training step on ``batch`` (after one warm-up step)."""
+    import torch
+    from mmengine.optim import OptimWrapper
+
+    from mmbal.registry import MODELS
+    model_cfg = _base_config('models', 'av_resnet18_concat.py').model
     for enc in model_cfg.encoders.values():
         enc.base_channels = base_channels
     model = MODELS.build(model_cfg)
@@ -142,10 +155,11 @@ def main() -> None:
         print(f'loader ({args.clips} clips, batch 64, {args.workers} workers, train pipeline): '
               f'{no_cache:.1f} samples/s without cache, {cached:.1f} samples/s with a warm '
               'spectrogram cache')
+        batch, size = train_batch(root) if args.step_widths else (None, 0)
         for width in args.step_widths:
-            sec = bench_step(root, width)
-            print(f'training step, ResNet18 width {width}, batch 64 (1x257x188 + 3x1x224x224): '
-                  f'{sec:.2f} s/step = {64 / sec:.1f} samples/s')
+            sec = bench_step(batch, width)
+            print(f'training step, ResNet18 width {width}, batch {size} (1x257x188 + '
+                  f'3x1x224x224): {sec:.2f} s/step = {size / sec:.1f} samples/s')
 
 
 if __name__ == '__main__':
