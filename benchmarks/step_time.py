@@ -61,7 +61,7 @@ from mmengine.registry import init_default_scope
 from torch.utils.data import DataLoader, Dataset
 
 import mmbal
-from mmbal.engine import build_runner
+from mmbal.engine import BalanceTrainStep, build_runner
 from mmbal.registry import DATASETS, HOOKS, MODELS
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -101,21 +101,17 @@ VARIANTS: Dict[str, dict] = {
     'pdmp': dict(description='mmbal + PDMPHook (gamma_p 15, m_p visual, m_o audio)',
                  custom_hooks=[dict(type='PDMPHook', gamma_p=15.0, dominant='visual',
                                     optim_dominant='audio')]),
-    'ogm': dict(description='mmbal + OGMGEHook variant OGM (BalanceOptimWrapper)',
-                cfg=dict(optim_wrapper=dict(type='BalanceOptimWrapper')),
+    'ogm': dict(description='mmbal + OGMGEHook variant OGM',
                 custom_hooks=[dict(type='OGMGEHook', alpha=0.8, variant='OGM')]),
     'ogm_ge': dict(description='mmbal + OGMGEHook variant OGM_GE (GE noise)',
-                   cfg=dict(optim_wrapper=dict(type='BalanceOptimWrapper')),
                    custom_hooks=[dict(type='OGMGEHook', alpha=0.8, variant='OGM_GE')]),
     'arl': dict(description='mmbal + ARLHook (gamma 4, T 4; probe logits, unimodal losses)',
                 custom_hooks=[dict(type='ARLHook', gamma=4.0, temperature=4.0)]),
     # G2D rows: the teachers are random-init unimodal models written by runner_config (a
     # trained teacher costs the same); tau puts half the blocks in the prioritized phase.
-    'g2d': dict(description='mmbal + G2DHook (online teachers, SMP; BalanceOptimWrapper)',
-                cfg=dict(optim_wrapper=dict(type='BalanceOptimWrapper')),
+    'g2d': dict(description='mmbal + G2DHook (online teachers, SMP)',
                 custom_hooks=[dict(type='G2DHook')]),
     'g2d_cache': dict(description='as g2d with the per-sample teacher cache',
-                      cfg=dict(optim_wrapper=dict(type='BalanceOptimWrapper')),
                       custom_hooks=[dict(type='G2DHook', cache=True)]),
 }
 DEFAULT_VARIANTS = ('mmbal', 'mmbal_noacc', 'pdmp', 'ogm', 'ogm_ge', 'arl', 'g2d', 'g2d_cache')
@@ -356,7 +352,8 @@ def runner_config(bc: BenchConfig, variant: str, work_dir: str,
         type='SGD', lr=bc.lr, momentum=0.9, weight_decay=1e-4))
     # One epoch per block (+ extra for --breakdown/--profile); the gate hook ends
     # each ``train_loop.run()`` after one epoch.
-    cfg.train_cfg = dict(by_epoch=True, max_epochs=bc.repeats + bc.extra_blocks, val_interval=1)
+    cfg.train_cfg = dict(type='BalanceTrainLoop', max_epochs=bc.repeats + bc.extra_blocks,
+                         val_interval=1)
     cfg.randomness = dict(seed=bc.seed, deterministic=False)
     # No validation here, as tools/train.py --no-validate does.
     cfg.default_hooks.checkpoint.pop('save_best', None)
@@ -532,16 +529,15 @@ def profile_block(path: RunnerPath, top: int) -> str:
 
 
 PLAIN_EQUIVALENT = ('  forward (encoders, fusion, head)', '    loss_module (cross-entropy)',
-                    '    optim_wrapper.backward', '    optim_wrapper.step',
-                    '    optim_wrapper.zero_grad')
+                    '  optim_wrapper.backward', '  optimizer.step', '  optim_wrapper.zero_grad')
 
 
 def breakdown(path: RunnerPath, blocks: int) -> Dict[str, dict]:
     """Median and mean ms per iteration of each part of a Runner step (untimed blocks).
 
     Wraps every hook's ``before_train_iter``/``after_train_iter`` and the parts
-    of ``train_step`` (preprocessor, forward, loss, ``parse_losses``,
-    ``update_params`` and its backward/step/zero_grad) with ``perf_counter``;
+    of the training step (preprocessor, forward, loss, ``parse_losses``, backward,
+    optimizer step, zero_grad) with ``perf_counter``;
     warm-up iterations are not counted. Nested entries are indented. The row
     ``runner overhead`` is, per iteration, the timed span minus the work the
     plain loop also does (:data:`PLAIN_EQUIVALENT`): the cost of everything
@@ -572,15 +568,26 @@ def breakdown(path: RunnerPath, blocks: int) -> Dict[str, dict]:
         for attr in ('before_train_iter', 'after_train_iter'):
             if getattr(type(h), attr) is not getattr(Hook, attr):
                 wrap(h, attr, f'hook {type(h).__name__}.{attr}')
-    wrap(model, 'train_step', 'train_step')
+    # The loop builds a new BalanceTrainStep per block: time its class's __call__.
+    per_iter['train step'] = []
+    call = BalanceTrainStep.__call__
+
+    def timed_call(step, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return call(step, *args, **kwargs)
+        finally:
+            cur['train step'] = cur.get('train step', 0.0) + time.perf_counter() - t
+    BalanceTrainStep.__call__ = timed_call
     wrap(model.data_preprocessor, 'forward', '  data_preprocessor')
     wrap(model, 'run', '  forward (encoders, fusion, head)')
-    wrap(model, 'loss', '  model.loss (loss + train accuracy)')
+    wrap(model, 'loss', '  model.loss')
     wrap(model.loss_module, 'forward', '    loss_module (cross-entropy)')
+    wrap(model, 'train_metrics', '  model.train_metrics (train accuracy)')
     wrap(model, 'parse_losses', '  parse_losses')
-    wrap(optim, 'update_params', '  optim_wrapper.update_params')
-    for attr in ('backward', 'step', 'zero_grad'):
-        wrap(optim, attr, f'    optim_wrapper.{attr}')
+    wrap(optim, 'backward', '  optim_wrapper.backward')
+    wrap(optim.optimizer, 'step', '  optimizer.step')
+    wrap(optim, 'zero_grad', '  optim_wrapper.zero_grad')
     spans: List[float] = []
     overhead: List[float] = []
 
@@ -606,6 +613,7 @@ def breakdown(path: RunnerPath, blocks: int) -> Dict[str, dict]:
             path.run_block()
     finally:
         runner._hooks.remove(collect)
+        BalanceTrainStep.__call__ = call
         for obj, attr in patched:
             delattr(obj, attr)
     per_iter['step (timed span)'] = spans

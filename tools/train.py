@@ -11,8 +11,6 @@ from mmbal.engine import build_runner
 AMP_WRAPPERS = {
     'OptimWrapper': 'AmpOptimWrapper',
     'AmpOptimWrapper': 'AmpOptimWrapper',
-    'BalanceOptimWrapper': 'BalanceAmpOptimWrapper',
-    'BalanceAmpOptimWrapper': 'BalanceAmpOptimWrapper',
 }
 
 

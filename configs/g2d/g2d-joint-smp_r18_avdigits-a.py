@@ -14,7 +14,6 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 model = dict(fusion=dict(_delete_=True, type='LateFusion', num_classes=10), head=None)
-optim_wrapper = dict(type='BalanceOptimWrapper')
 # The AV-Digits pipeline is deterministic: teachers' outputs are computed once per sample.
 custom_hooks = [
     dict(type='G2DHook', lambda_feat=0.0, lambda_logit=0.0, temperature=1.0,

@@ -6,7 +6,6 @@ _base_ = [
     '../_base_/schedules/avdigits_cpu.py',
     '../_base_/default_runtime.py',
 ]
-optim_wrapper = dict(type='BalanceOptimWrapper')
 custom_hooks = [
     dict(type='OGMGEHook', alpha=0.8, modulation_starts=0, modulation_ends=50,
          variant='OGM_GE'),

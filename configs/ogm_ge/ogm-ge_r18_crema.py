@@ -7,7 +7,6 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 model = dict(head=dict(num_classes=6))
-optim_wrapper = dict(type='BalanceOptimWrapper')
 custom_hooks = [
     dict(type='OGMGEHook', alpha=0.8, modulation_starts=0, modulation_ends=50,
          variant='OGM_GE'),

@@ -1,3 +1,3 @@
 from .hooks import *  # noqa: F401,F403
-from .optim_wrappers import *  # noqa: F401,F403
 from .runner import *  # noqa: F401,F403
+from .step import *  # noqa: F401,F403

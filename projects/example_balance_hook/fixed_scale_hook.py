@@ -2,11 +2,12 @@
 
 It shows the whole contract of a balance hook: subclass ``BaseBalanceHook``,
 register it in mmbal's ``HOOKS`` registry, check the modalities it names in
-``setup``, and set gate coefficients in ``after_forward``.
+``setup``, and hand gate coefficients to the training step from
+``after_forward``.
 """
 from typing import Dict
 
-from mmbal.engine import BaseBalanceHook
+from mmbal.engine import BalanceTerms, BaseBalanceHook
 from mmbal.registry import HOOKS
 
 
@@ -27,7 +28,7 @@ class FixedGradientScaleHook(BaseBalanceHook):
     def setup(self, model) -> None:
         self.check_modalities(self.coefficients, model, 'coefficients')
 
-    def after_forward(self, model, outputs, data_samples) -> None:
+    def after_forward(self, ctx, outputs, data_samples) -> BalanceTerms:
         for modality, scale in self.coefficients.items():
-            model.gates[modality].scale(scale)
             self.log(f'scale_{modality}', scale)
+        return BalanceTerms(coefficients=dict(self.coefficients))

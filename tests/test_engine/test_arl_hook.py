@@ -15,8 +15,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from mmengine.config import Config
 from dist_utils import run_gloo
+from mmengine.config import Config
+from step_utils import Stepper, capture_step_grads, ctx_for, step_grads
 from torch import nn
 
 from mmbal.balance.functional import entropy
@@ -61,11 +62,12 @@ TEXT = [[3.0, 0.0, 0.0], [0.0, -1.0, 2.5], [0.0, 1.5, 0.0]]
 ROWS = {'audio': AUDIO, 'visual': VISUAL, 'text': TEXT}
 
 
-def stub_forward(hook, logits, labels=LABELS, requires_grad=False):
-    """Drive ``after_forward`` with fixed probe logits (no network); returns (losses, gates)."""
+def stub_forward(hook, logits, labels=LABELS, requires_grad=False, epoch=0):
+    """Drive ``after_forward`` with fixed probe logits (no network); returns (losses, gates)
+    with the returned coefficients applied to fresh gates, as the training step does."""
     names = list(logits)
     gates = {m: GradientGate() for m in names}
-    model = SimpleNamespace(modalities=names, gates=gates)
+    model = SimpleNamespace(modalities=names)
     probes = {m: torch.tensor(v, requires_grad=requires_grad) for m, v in logits.items()}
     modes = []
 
@@ -74,9 +76,12 @@ def stub_forward(hook, logits, labels=LABELS, requires_grad=False):
         return probes
 
     outputs = SimpleNamespace(logits=get_logits)
-    losses = hook.after_forward(model, outputs, {'gt_label': torch.tensor(labels)})
+    terms = hook.after_forward(ctx_for(model, epoch), outputs,
+                               {'gt_label': torch.tensor(labels)})
     assert modes and set(modes) == {'probe'}  # ARL reads probe logits, never analytic
-    return losses, gates
+    for m, c in terms.coefficients.items():
+        gates[m].scale(c)
+    return terms.losses, gates
 
 
 def logged(hook, name):
@@ -206,11 +211,8 @@ def make_batch(modalities=('audio', 'visual'), b=6, seed=1):
     return inputs, {'gt_label': torch.randint(0, C, (b, ), generator=g)}
 
 
-def attach(model, hook, epoch=0):
+def attach(model, hook):
     hook.setup(model)
-    model.register_balance_hook(hook)
-    hook.model = model
-    hook.epoch = epoch
     return hook
 
 
@@ -241,11 +243,11 @@ def plain_grads(model, inputs, samples, gamma):
 
 
 def hooked_grads(model, inputs, samples, hook, epoch=0):
+    """(logged losses, gradients at the optimizer step) of one batch through the step."""
     model = copy.deepcopy(model)
-    attach(model, hook, epoch)
-    losses = model(inputs, samples, mode='loss')
-    sum(v for k, v in losses.items() if 'loss' in k).backward()
-    return losses, {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    attach(model, hook)
+    grads, log = step_grads(model, [hook], inputs, samples, epoch=epoch)
+    return log, grads
 
 
 def check_factors(g_hook, g_plain, factor):
@@ -293,8 +295,8 @@ def test_probes_use_the_full_bias():
     a_full = hand_eq18(full['audio'], full['visual'], labels, 4.0)
     a_half = hand_eq18(half['audio'], half['visual'], labels, 4.0)
     assert abs(a_full[0] - a_half[0]) > 1e-3
-    hook = attach(copy.deepcopy(model), ARLHook())
-    hook.model(inputs, samples, mode='loss')
+    hook = ARLHook()
+    hooked_grads(model, inputs, samples, hook)
     assert float(hook.a['audio']) == pytest.approx(a_full[0], rel=1e-5)
 
 
@@ -352,8 +354,7 @@ def test_reference_compat_warmup_then_one_and_a_half(epoch, warm):
 def test_reference_compat_custom_start_and_logged_reference_weights():
     T = 8.0
     hook = ARLHook(temperature=T, reference_compat=True, start=2)
-    hook.epoch = 3
-    stub_forward(hook, {'audio': AUDIO, 'visual': VISUAL})
+    stub_forward(hook, {'audio': AUDIO, 'visual': VISUAL}, epoch=3)
     assert hook.coefficients == {'audio': 1.5, 'visual': 1.5}
     # The reference's printed weights, by hand.
     H = [mean_entropy(AUDIO), mean_entropy(VISUAL)]
@@ -367,8 +368,7 @@ def test_reference_compat_custom_start_and_logged_reference_weights():
         assert logged(hook, f'ref_q_hat_{m}') == pytest.approx(q_hat[i], rel=1e-5)
         assert logged(hook, f'ref_d_hat_{m}') == pytest.approx(d_hat[i], rel=1e-5)
         assert logged(hook, f'ref_w_{m}') == pytest.approx(w[i], rel=1e-5)
-    hook.epoch = 2
-    stub_forward(hook, {'audio': AUDIO, 'visual': VISUAL})
+    stub_forward(hook, {'audio': AUDIO, 'visual': VISUAL}, epoch=2)
     assert hook.coefficients == {'audio': 1.0, 'visual': 1.0}
 
 
@@ -411,7 +411,7 @@ def test_degenerate_probe_names_fusion_and_modality():
     inputs, samples = make_batch()
     with pytest.raises(ValueError, match="ARLHook.*probe of modality 'visual' through "
                                          "FiLMFusion"):
-        model(inputs, samples, mode='loss')
+        step_grads(model, [hook], inputs, samples)
     with pytest.raises(NotImplementedError, match='FiLMFusion'):
         ARLHook(reference_compat=True).setup(model)
     assert hook.a == {}
@@ -432,11 +432,12 @@ def _ddp_step(rank, world, out_dir):
     inputs = {m: x[shard] for m, x in inputs.items()}
     samples = {k: v[shard] for k, v in samples.items()}
     net = MMDistributedDataParallel(model, device_ids=None) if world > 1 else model
-    losses = net(inputs, samples, mode='loss')
-    (losses['loss'] + losses['loss_unimodal']).backward()
+    stepper = Stepper(model, [hook], net=net, lr=0.0)
+    grads = capture_step_grads(stepper.optim_wrapper, model)
+    stepper(inputs, samples)
     record = {'a': {m: float(v) for m, v in hook.a.items()},
               'H': {m: float(hook._pending[f'H_{m}']) for m in model.modalities},
-              'grad': model.encoders['audio'].layers[0].weight.grad.flatten().tolist()}
+              'grad': grads['encoders.audio.layers.0.weight'].flatten().tolist()}
     with open(os.path.join(out_dir, f'rank{rank}_of{world}.json'), 'w') as f:
         json.dump(record, f)
 

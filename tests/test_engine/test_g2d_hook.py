@@ -14,10 +14,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 from dist_utils import run_gloo
+from mmengine.optim import OptimWrapper
+from step_utils import Stepper, capture_step_grads, ctx_for
 from torch import nn
 
 from mmbal.balance.teachers import UnimodalTeachers, check_cacheable, random_transforms
-from mmbal.engine import BalanceOptimWrapper
 from mmbal.engine.hooks.g2d_hook import (G2DHook, feature_mse, logit_kl, partial_coefficient,
                                          rank_ascending, regression_logit_mse, sample_scores,
                                          smp_coefficients, smp_phase)
@@ -89,7 +90,7 @@ def t(rows):
 
 
 def stub_pass(hook, modalities, student_feats, fused, labels, student_logits=None,
-              sample_idx=None):
+              sample_idx=None, epoch=0):
     """Drive ``after_forward`` without a network; returns the extra losses."""
     model = SimpleNamespace(modalities=list(modalities),
                             modality_logits='analytic' if student_logits else None,
@@ -101,7 +102,7 @@ def stub_pass(hook, modalities, student_feats, fused, labels, student_logits=Non
     samples = {'gt_label': torch.tensor(labels)}
     if sample_idx is not None:
         samples['sample_idx'] = torch.tensor(sample_idx)
-    return hook.after_forward(model, outputs, samples)
+    return hook.after_forward(ctx_for(model, epoch), outputs, samples).losses
 
 
 # --------------------------------------------------------------------------- losses
@@ -255,10 +256,9 @@ def run_batches(hook, modalities, per_batch_probs, epoch):
     hook.teachers = fixed_teachers({
         m: [(t([[0.0, 0.0]] * 2), conf_logits(batch[m])) for batch in per_batch_probs]
         for m in modalities})
-    hook.epoch = epoch
     ks = []
     for _ in per_batch_probs:
-        stub_pass(hook, modalities, {m: t(Z2) for m in modalities}, t(F2), [0, 0])
+        stub_pass(hook, modalities, {m: t(Z2) for m in modalities}, t(F2), [0, 0], epoch=epoch)
         ks.append({m: hook._pending[f'k_{m}'] for m in modalities})
     return ks
 
@@ -338,8 +338,9 @@ def test_partial_suppression_coefficient():
     stub_pass(hook, ['audio', 'visual'], {'audio': t(Z2), 'visual': t(Z2)}, t(F2), [0, 0])
     assert hook._pending['k_visual'] == 1.0
     assert hook._pending['k_audio'] == pytest.approx(1 - math.tanh(0.625 / 0.375), rel=1e-5)
-    hook.epoch = 1  # joint phase: no suppression
-    stub_pass(hook, ['audio', 'visual'], {'audio': t(Z2), 'visual': t(Z2)}, t(F2), [0, 0])
+    # epoch 1: joint phase, no suppression
+    stub_pass(hook, ['audio', 'visual'], {'audio': t(Z2), 'visual': t(Z2)}, t(F2), [0, 0],
+              epoch=1)
     assert hook._pending['k_audio'] == 1.0
 
 
@@ -409,33 +410,23 @@ def teachers_for(model, audio_less_confident=True, seed=3):
         for m in model.modalities})
 
 
-def attach(hook, model, teachers, epoch):
+def attach(hook, model, teachers):
     hook.teachers = teachers
     hook.setup(model)
     hook.resolve(model)
-    hook.model = model
-    hook.epoch = epoch
-    model.register_balance_hook(hook)
 
 
-def grads_at_step(model, hook, inputs, samples, optimizer=None, lr=0.1, momentum=0.0, wd=0.0):
-    """One BalanceOptimWrapper update; grads as optimizer.step sees them (None kept)."""
+def grads_at_step(model, hook, inputs, samples, epoch, optimizer=None, lr=0.1, momentum=0.0,
+                  wd=0.0):
+    """One update through the training step; grads as optimizer.step sees them (None kept)."""
     opt = optimizer or torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                                        weight_decay=wd)
-    wrapper = BalanceOptimWrapper(optimizer=opt)
-    wrapper.register_balance_hook(hook)
-    captured = {}
+    wrapper = OptimWrapper(optimizer=opt)
     original = opt.step
-
-    def capturing_step(*args, **kwargs):
-        captured.update({n: (None if p.grad is None else p.grad.detach().clone())
-                         for n, p in model.named_parameters()})
-        return original(*args, **kwargs)
-
-    opt.step = capturing_step
-    wrapper.update_params(model(inputs, samples, mode='loss')['loss'])
+    captured = capture_step_grads(wrapper, model)
+    Stepper(model, [hook], optim_wrapper=wrapper)(inputs, samples, epoch=epoch)
     opt.step = original
-    return captured
+    return dict(captured)
 
 
 def owner(name):
@@ -449,10 +440,10 @@ def test_gating_zeroes_exactly_the_other_encoder(audio_less_confident):
     teachers = teachers_for(base, audio_less_confident)
     joint_model, smp_model = copy.deepcopy(base), copy.deepcopy(base)
     joint_hook, smp_hook = G2DHook(tau=(1, 1)), G2DHook(tau=(1, 1))
-    attach(joint_hook, joint_model, teachers, epoch=1)   # phase 2: joint, same loss terms
-    g_joint = grads_at_step(joint_model, joint_hook, inputs, samples)
-    attach(smp_hook, smp_model, teachers, epoch=0)       # phase 1
-    g_smp = grads_at_step(smp_model, smp_hook, inputs, samples)
+    attach(joint_hook, joint_model, teachers)
+    g_joint = grads_at_step(joint_model, joint_hook, inputs, samples, epoch=1)  # joint phase
+    attach(smp_hook, smp_model, teachers)
+    g_smp = grads_at_step(smp_model, smp_hook, inputs, samples, epoch=0)        # phase 1
     prioritized = 'audio' if audio_less_confident else 'visual'
     assert smp_hook._pending[f'k_{prioritized}'] == 1.0
     names = list(g_joint)
@@ -473,12 +464,11 @@ def test_hard_freeze_keeps_params_still_under_momentum_and_weight_decay():
     for hard in (False, True):
         model = copy.deepcopy(base)
         hook = G2DHook(tau=(1, 1), hard_freeze=hard)
-        attach(hook, model, teachers, epoch=1)
+        attach(hook, model, teachers)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
-        grads_at_step(model, hook, inputs, samples, optimizer=opt)   # joint: momentum builds
+        grads_at_step(model, hook, inputs, samples, 1, optimizer=opt)  # joint: momentum builds
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        hook.epoch = 0                                                # audio alone
-        grads = grads_at_step(model, hook, inputs, samples, optimizer=opt)
+        grads = grads_at_step(model, hook, inputs, samples, 0, optimizer=opt)  # audio alone
         moved = {n: not torch.equal(p.detach(), before[n]) for n, p in model.named_parameters()}
         after[hard] = (grads, moved)
     grads, moved = after[True]
@@ -502,8 +492,8 @@ def test_reference_compat_gates_only_conv_weights():
     for name, kw, epoch in runs:
         model = copy.deepcopy(base)
         hook = G2DHook(tau=(1, 1), **kw)
-        attach(hook, model, teachers, epoch)
-        results[name] = grads_at_step(model, hook, inputs, samples)
+        attach(hook, model, teachers)
+        results[name] = grads_at_step(model, hook, inputs, samples, epoch)
     params = dict(base.named_parameters())
     conv = [n for n in params if owner(n) == 'visual' and params[n].dim() == 4]
     other = [n for n in params if owner(n) == 'visual' and params[n].dim() != 4]
@@ -525,11 +515,11 @@ def test_partial_suppression_scales_all_encoder_grads():
     teachers = teachers_for(base, audio_less_confident=True)
     joint_model, model = copy.deepcopy(base), copy.deepcopy(base)
     joint_hook = G2DHook(tau=(1, 1))
-    attach(joint_hook, joint_model, teachers, epoch=1)
-    g_joint = grads_at_step(joint_model, joint_hook, inputs, samples)
+    attach(joint_hook, joint_model, teachers)
+    g_joint = grads_at_step(joint_model, joint_hook, inputs, samples, epoch=1)
     hook = G2DHook(tau=(1, 1), partial_suppression=True)
-    attach(hook, model, teachers, epoch=0)
-    g = grads_at_step(model, hook, inputs, samples)
+    attach(hook, model, teachers)
+    g = grads_at_step(model, hook, inputs, samples, epoch=0)
     # teacher confidences by hand: softmax[y] of (0.5, 0, 0) and of (4, 0, 0)
     c_weak = math.exp(0.5) / (math.exp(0.5) + 2)
     c_dom = math.exp(4.0) / (math.exp(4.0) + 2)
@@ -552,7 +542,7 @@ def test_teachers_are_not_seen_by_optimizer_or_checkpoint():
     n_params = len(list(model.parameters()))
     keys = set(model.state_dict())
     hook = G2DHook(tau=(1, 1))
-    attach(hook, model, teachers, epoch=0)
+    attach(hook, model, teachers)
     model.train()
     assert len(list(model.parameters())) == n_params and set(model.state_dict()) == keys
     for teacher in teachers.teachers.values():
@@ -606,10 +596,9 @@ def test_cache_refused_with_a_random_pipeline():
         train_loop=SimpleNamespace(max_epochs=2),
         train_dataloader=SimpleNamespace(dataset=SimpleNamespace(pipeline=build(rand))))
     hook.teachers = teachers_for(model)
-    hook.runner = runner
     hook.setup(model)
     with pytest.raises(ValueError, match='RandomFlip'):
-        hook.resolve(model)
+        hook.resolve(model, runner)
 
 
 def test_schedule_warning_and_epoch_loop_required():

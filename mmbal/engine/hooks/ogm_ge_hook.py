@@ -56,7 +56,6 @@ class OGMGEHook(BaseBalanceHook):
     """
 
     method = 'ogm_ge'
-    edits_param_grads = True
 
     def __init__(self, alpha: float, modulation_starts: int = 0, modulation_ends: int = 50,
                  variant: str = 'OGM_GE', reference_compat: bool = False, seed: int = 0) -> None:
@@ -81,10 +80,11 @@ class OGMGEHook(BaseBalanceHook):
         if len(model.modalities) < 2:
             raise ValueError('OGMGEHook needs at least two modalities')
 
-    def in_window(self) -> bool:
-        return self.modulation_starts <= self.epoch <= self.modulation_ends
+    def in_window(self, epoch: int) -> bool:
+        return self.modulation_starts <= epoch <= self.modulation_ends
 
-    def after_forward(self, model, outputs, data_samples) -> None:
+    def after_forward(self, ctx, outputs, data_samples) -> None:
+        model = ctx.model
         labels = data_samples['gt_label']
         logits = outputs.logits('analytic')
         local = torch.stack([gt_confidence(logits[m], labels).sum() for m in model.modalities])
@@ -97,8 +97,9 @@ class OGMGEHook(BaseBalanceHook):
         return None
 
     @torch.no_grad()
-    def after_backward(self, model) -> None:
-        if not self.in_window() or not self.k:
+    def edit_grads(self, ctx) -> None:
+        model = ctx.model
+        if not self.in_window(ctx.epoch) or not self.k:
             return
         for i, m in enumerate(model.modalities):
             k = self.k[m]
@@ -109,7 +110,7 @@ class OGMGEHook(BaseBalanceHook):
                 if self.variant == 'OGM_GE':
                     sigma = grad.std() + 1e-8
                     gen = torch.Generator(device=grad.device).manual_seed(
-                        shared_seed(self.seed, self.iter, i * 10_000 + j))
+                        shared_seed(self.seed, ctx.iter, i * 10_000 + j))
                     noise = torch.randn(grad.shape, generator=gen, device=grad.device,
                                         dtype=grad.dtype)
                     grad.mul_(k.to(grad.dtype)).add_(noise * sigma)

@@ -13,6 +13,7 @@ from typing import Dict, Optional
 import torch
 
 from mmbal.balance.functional import EPS
+from mmbal.engine.step import BalanceTerms
 from mmbal.registry import HOOKS
 from .base_balance_hook import BaseBalanceHook
 
@@ -99,13 +100,13 @@ class PDMPHook(BaseBalanceHook):
                                               self.gamma_p, self.rule)
         self.roles = dict(dominant=dominant, optim_dominant=optim_dominant)  # resolved m_p, m_o
 
-    def after_forward(self, model, outputs, data_samples) -> None:
+    def after_forward(self, ctx, outputs, data_samples) -> BalanceTerms:
+        model = ctx.model
         for m, coef in self.coefficients.items():
-            if coef != 1.0:
-                model.gates[m].scale(coef)
             self.log(f'gamma_{m}', coef)
         if model.fusion.supports_analytic and len(model.modalities) >= 2:
             s = outputs.logits('analytic')
             first, second = model.modalities[:2]
             self.log(f'w_{first}_{second}', logit_magnitude_ratio(s[first], s[second]))
-        return None
+        # A coefficient of exactly 1 leaves the gate untouched (bit-exact concat run).
+        return BalanceTerms(coefficients={m: c for m, c in self.coefficients.items() if c != 1.0})

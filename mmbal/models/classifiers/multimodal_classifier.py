@@ -1,6 +1,6 @@
 """Encoders -> fusion neck -> head, for any number of modalities."""
 import copy
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from mmengine.logging import print_log
@@ -46,7 +46,7 @@ class MultimodalClassifier(BaseModel):
             the training log: 'analytic', 'probe', or None (not computed).
         train_accuracy: Log batch accuracy of the fused output and of each
             modality every iteration.
-        data_preprocessor: Defaults to ``MultimodalDataPreprocessor``.
+        data_preprocessor: Cfg or module; defaults to ``MultimodalDataPreprocessor``.
     """
 
     def __init__(self, encoders: Dict[str, dict], fusion: dict, head: Optional[dict] = None,
@@ -56,14 +56,14 @@ class MultimodalClassifier(BaseModel):
                  data_preprocessor: Optional[dict] = None, init_cfg=None) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(type='MultimodalDataPreprocessor')
+        if isinstance(data_preprocessor, dict):
+            # Built through mmbal's registry, so no default scope is needed.
+            data_preprocessor = MODELS.build(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if not encoders:
             raise ValueError('MultimodalClassifier needs at least one encoder')
         self.modalities: List[str] = list(encoders)
         self.encoders = nn.ModuleDict({m: MODELS.build(cfg) for m, cfg in encoders.items()})
-        # One gradient gate per modality between encoder and fusion (no parameters).
-        self.gates = nn.ModuleDict({m: GradientGate() for m in self.modalities})
-        self._balance_hooks: List = []
         dims = {m: enc.out_channels for m, enc in self.encoders.items()}
         fusion_cfg = _fill_channels(fusion, 'in_channels', dims, fusion.get('type'), 'encoder')
         self.fusion = MODELS.build(fusion_cfg)
@@ -91,64 +91,94 @@ class MultimodalClassifier(BaseModel):
         fused = self.fusion(features)
         return fused if self.head is None else self.head(fused)
 
-    def extract_feats(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Encoder outputs ``{m: (B, C_m)}``; every configured modality is required."""
-        missing = [m for m in self.modalities if m not in inputs]
-        if missing:
-            raise KeyError(f'the batch lacks modalities {missing} that the model encodes; '
-                           f'it has {list(inputs)}')
-        return {m: self.encoders[m](inputs[m]) for m in self.modalities}
+    def encode(self, inputs: Dict[str, torch.Tensor],
+               modalities: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
+        """Encoder outputs ``{m: (B, C_m)}`` of ``modalities`` (default: all, config order)."""
+        modalities = self.modalities if modalities is None else list(modalities)
+        _check_inputs(inputs, modalities)
+        return {m: self.encoders[m](inputs[m]) for m in modalities}
 
-    def run(self, inputs: Dict[str, torch.Tensor]) -> ModalityOutputs:
-        """One forward pass, returning the record metrics and balance hooks read.
+    def run(self, inputs: Dict[str, torch.Tensor], trainable: Optional[Sequence[str]] = None,
+            target_only: Sequence[str] = (), logits: Optional[str] = None) -> ModalityOutputs:
+        """One forward pass, returning the record the training step and metrics read.
 
-        Features pass through each modality's gradient gate (reset here), so
-        every output computed from them sends its gradient through the gate.
+        Every trainable feature passes through a fresh gradient gate of this
+        pass, so every output computed from it sends its gradient through the
+        gate, and a later pass cannot change this pass's coefficients.
+
+        Args:
+            inputs: ``{m: tensor}`` after the data preprocessor.
+            trainable: Modalities encoded with gradient (default: all).
+            target_only: Modalities encoded under ``no_grad`` (detached
+                features; their encoders keep ``grad=None``). Modalities in
+                neither list are not encoded at all.
+            logits: Per-modality logit mode to compute now, inside the forward
+                (see ``PassPlan.logits``); otherwise they are computed on demand.
         """
-        features = {}
-        for m, z in self.extract_feats(inputs).items():
-            self.gates[m].reset()
-            features[m] = self.gates[m](z)
-        return ModalityOutputs(features, self.classify(features), self.fusion,
-                               self.classify, self.head, inputs=inputs)
-
-    def register_balance_hook(self, hook) -> None:
-        """Call ``hook.after_forward(model, outputs, data_samples)`` in every loss pass."""
-        if hook not in self._balance_hooks:
-            self._balance_hooks.append(hook)
+        trainable = self.modalities if trainable is None else list(trainable)
+        target_only = list(target_only)
+        unknown = [m for m in trainable + target_only if m not in self.modalities]
+        if unknown:
+            raise ValueError(f'modalities {unknown} are not encoded by this model '
+                             f'({self.modalities})')
+        _check_inputs(inputs, [m for m in self.modalities
+                               if m in trainable or m in target_only])
+        features, gates = {}, {}
+        for m in self.modalities:  # config order; each feature is gated as it is made
+            if m in trainable:
+                gates[m] = GradientGate()
+                features[m] = gates[m](self.encoders[m](inputs[m]))
+            elif m in target_only:
+                with torch.no_grad():
+                    features[m] = self.encoders[m](inputs[m]).detach()
+        fused = self.classify(features) if len(features) == len(self.modalities) else None
+        outputs = ModalityOutputs(features, fused, gates, inputs=inputs, fusion=self.fusion,
+                                  classify=self.classify, head=self.head)
+        if logits is not None:
+            outputs.logits(logits)
+        return outputs
 
     def forward(self, inputs: Dict[str, torch.Tensor],
                 data_samples: Optional[Dict[str, torch.Tensor]] = None,
-                mode: str = 'tensor') -> Union[Dict[str, torch.Tensor], list, torch.Tensor]:
-        outputs = self.run(inputs)
+                mode: str = 'tensor', trainable: Optional[Sequence[str]] = None,
+                target_only: Sequence[str] = (), logits: Optional[str] = None):
+        """``mode``: 'tensor' (fused logits), 'outputs' (the pass record the
+        training step uses), 'loss' (base loss and train metrics, for plain
+        MMEngine loops), 'predict' (per-sample results)."""
+        outputs = self.run(inputs, trainable, target_only, logits)
+        if mode == 'outputs':
+            return outputs
         if mode == 'tensor':
             return outputs.fused_logits
         if mode == 'loss':
-            return self.loss(outputs, data_samples)
+            return {**self.loss(outputs, data_samples), **self.train_metrics(outputs, data_samples)}
         if mode == 'predict':
             return self.predict(outputs, data_samples)
-        raise ValueError(f'invalid mode {mode!r}; expected loss, predict or tensor')
+        raise ValueError(f'invalid mode {mode!r}; expected outputs, loss, predict or tensor')
 
     def loss(self, outputs: ModalityOutputs,
              data_samples: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The base loss ``{'loss': loss(f, y)}`` on the fused logits."""
+        if outputs.fused_logits is None:
+            raise ValueError(f'the base loss needs the fused logits, but this pass encoded '
+                             f'only {outputs.modalities} of {self.modalities}; a method that '
+                             f'trains on a subset of modalities must switch the base loss off')
+        return {'loss': self.loss_module(outputs.fused_logits, data_samples['gt_label'])}
+
+    @torch.no_grad()
+    def train_metrics(self, outputs: ModalityOutputs,
+                      data_samples: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Batch accuracy of the fused output and of each modality (logged, not trained)."""
+        if not self.train_accuracy:
+            return {}
         labels = data_samples['gt_label']
-        losses = {'loss': self.loss_module(outputs.fused_logits, labels)}
-        # Balance hooks run here (not in train_step) so that they also run under DDP,
-        # whose wrapper calls forward(mode='loss'). They set gate coefficients and may
-        # return extra terms: keys containing 'loss' are trained, the others logged.
-        for hook in self._balance_hooks:
-            for key, value in (hook.after_forward(self, outputs, data_samples) or {}).items():
-                if key in losses:
-                    raise KeyError(f'{type(hook).__name__} returned {key!r}, which another '
-                                   f'term already uses')
-                losses[key] = value
-        if self.train_accuracy:
-            with torch.no_grad():
-                losses['acc/fused'] = _accuracy(outputs.fused_logits, labels)
-                if self.modality_logits is not None:
-                    for m, s in outputs.logits(self.modality_logits).items():
-                        losses[f'acc/{m}'] = _accuracy(s, labels)
-        return losses
+        metrics = {}
+        if outputs.fused_logits is not None:
+            metrics['acc/fused'] = _accuracy(outputs.fused_logits, labels)
+            if self.modality_logits is not None:
+                for m, s in outputs.logits(self.modality_logits).items():
+                    metrics[f'acc/{m}'] = _accuracy(s, labels)
+        return metrics
 
     def predict(self, outputs: ModalityOutputs,
                 data_samples: Optional[Dict[str, torch.Tensor]] = None) -> List[dict]:
@@ -170,6 +200,13 @@ class MultimodalClassifier(BaseModel):
                 result['sample_idx'] = indices[i]
             results.append(result)
         return results
+
+
+def _check_inputs(inputs: Dict[str, torch.Tensor], modalities: Sequence[str]) -> None:
+    missing = [m for m in modalities if m not in inputs]
+    if missing:
+        raise KeyError(f'the batch lacks modalities {missing} that the model encodes; '
+                       f'it has {list(inputs)}')
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,7 @@ class ConcatFusion(BaseFusion):
         logits, start = {}, 0
         for m in self.modalities:
             stop = start + self.in_channels[m]
-            logits[m] = F.linear(features[m], weight[:, start:stop], bias)
+            if m in features:  # a pass may encode only some modalities
+                logits[m] = F.linear(features[m], weight[:, start:stop], bias)
             start = stop
         return logits

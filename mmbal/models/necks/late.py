@@ -36,5 +36,5 @@ class LateFusion(BaseFusion):
 
     def analytic_logits(self, features: Dict[str, torch.Tensor],
                         head: Optional[nn.Module]) -> Dict[str, torch.Tensor]:
-        feats = ordered(features, self.modalities)
-        return {m: self.heads[m](z) for m, z in zip(self.modalities, feats)}
+        # Every modality present in ``features`` (a pass may encode only some).
+        return {m: self.heads[m](features[m]) for m in self.modalities if m in features}

@@ -1,15 +1,19 @@
-"""The gradient gate between an encoder and the fusion: the one balance mechanism.
+"""The gradient gate between an encoder and the fusion, one per modality per pass.
 
 Forward is the identity. Backward multiplies the gradient that reaches the
-encoder's output by a coefficient that a balance hook sets *after* the forward
-pass (scalar or one per sample), and can add Gaussian noise. Everything after
-the gate (fusion, head, probes, distillation terms) reads the gated feature,
-so one coefficient scales the encoder's whole gradient.
+encoder's output by a coefficient set *after* the forward pass (a scalar or
+one value per sample), and can add Gaussian noise. Everything after the gate
+(fusion, head, probes, distillation terms) reads the gated feature, so one
+coefficient scales the encoder's whole gradient.
+
+A gate belongs to one forward pass: :meth:`MultimodalClassifier.run` makes a
+fresh one per modality and the backward of that pass reads exactly that
+gate's coefficient. Two forwards followed by two backwards therefore each use
+their own coefficients (no last-forward-wins state on the model).
 """
 from typing import Optional, Union
 
 import torch
-from torch import nn
 
 Coefficient = Union[float, torch.Tensor]
 
@@ -26,18 +30,14 @@ class _GateFunction(torch.autograd.Function):
         return ctx.gate.modulate(grad), None
 
 
-class GradientGate(nn.Module):
-    """Scales (and optionally perturbs) the gradient flowing into one encoder.
+class GradientGate:
+    """Scales (and optionally perturbs) the gradient flowing into one encoder in one pass.
 
-    The coefficient is reset to "none" at every forward pass; hooks then
-    multiply into it with :meth:`scale`, so stacked hooks compose by product.
+    Coefficients start at "none" (identity); :meth:`scale` multiplies into
+    them, so several methods in one run compose by product.
     """
 
     def __init__(self) -> None:
-        super().__init__()
-        self.reset()
-
-    def reset(self) -> None:
         self.coefficient: Optional[Coefficient] = None
         self.noise_std: Optional[Coefficient] = None
         self.noise_seed: Optional[int] = None
@@ -52,11 +52,11 @@ class GradientGate(nn.Module):
     def add_noise(self, std: Coefficient, seed: int) -> None:
         """Add ``std * N(0, I)`` to the gated gradient, drawn from ``seed``.
 
-        Use the same seed on every rank (e.g. derived from the iteration) so
-        that replicas stay identical under DDP.
+        Use a seed every rank derives identically (``mmbal.balance.shared_seed``)
+        so that replicas stay identical under DDP. Only one method may add noise.
         """
         if self.noise_std is not None:
-            raise RuntimeError('gradient noise was already set for this iteration')
+            raise RuntimeError('gradient noise was already set for this pass')
         self.noise_std = std.detach() if isinstance(std, torch.Tensor) else std
         self.noise_seed = int(seed)
 
@@ -70,7 +70,8 @@ class GradientGate(nn.Module):
             out = out + noise * _per_sample(self.noise_std, grad)
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Identity in forward; records this gate for the backward of ``x``."""
         if not (torch.is_grad_enabled() and x.requires_grad):
             return x
         return _GateFunction.apply(x, self)

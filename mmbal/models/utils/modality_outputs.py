@@ -7,11 +7,13 @@ the two modes of SPEC "Per-modality logits":
 * ``probe``: the shared fusion and head applied with every other modality's
   feature set to zero.
 """
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
 import torch
 
 from mmbal.models.necks.base_fusion import BaseFusion
+from .gradient_gate import GradientGate
 
 LOGIT_MODES = ('analytic', 'probe')
 
@@ -42,32 +44,36 @@ def probe_logits(features: Dict[str, torch.Tensor],
     return logits
 
 
+@dataclass
 class ModalityOutputs:
-    """What one forward pass produced: features, fused logits, per-modality logits.
+    """What one forward pass produced: features, fused logits, gates, per-modality logits.
+
+    A dataclass so that DDP (``find_unused_parameters=True``) finds the
+    tensors of a pass that the model returns from ``forward(mode='outputs')``.
 
     Args:
-        features: ``{m: (B, C_m)}`` encoder outputs entering the fusion.
-        fused_logits: ``(B, num_classes)``.
+        features: ``{m: (B, C_m)}`` gated encoder outputs entering the fusion,
+            for the modalities encoded in this pass.
+        fused_logits: ``(B, num_classes)``, or None when the pass encoded only
+            some modalities (sub-steps of alternating methods).
+        gates: ``{m: GradientGate}`` of this pass (trainable modalities only).
+        inputs: ``{m: tensor}`` batch inputs after the data preprocessor, for
+            methods that run other models on the same batch (G2D teachers).
         fusion: The fusion neck.
         classify: ``features -> logits`` through the shared fusion and head.
         head: The head after the fusion (None when the fusion ends in logits).
-        inputs: ``{m: tensor}`` batch inputs the encoders read (after the data
-            preprocessor), for hooks that run other models on the same batch
-            (G2D/UMT teachers); None when not given.
     """
 
-    def __init__(self, features: Dict[str, torch.Tensor], fused_logits: torch.Tensor,
-                 fusion: BaseFusion,
-                 classify: Callable[[Dict[str, torch.Tensor]], torch.Tensor],
-                 head: Optional[torch.nn.Module],
-                 inputs: Optional[Dict[str, torch.Tensor]] = None) -> None:
-        self.inputs = inputs
-        self.features = features
-        self.fused_logits = fused_logits
-        self._fusion = fusion
-        self._classify = classify
-        self._head = head
-        self._logits: Dict[str, Dict[str, torch.Tensor]] = {}
+    features: Dict[str, torch.Tensor]
+    fused_logits: Optional[torch.Tensor]
+    gates: Dict[str, GradientGate] = field(default_factory=dict)
+    inputs: Optional[Dict[str, torch.Tensor]] = None
+    fusion: Optional[BaseFusion] = field(default=None, repr=False)
+    classify: Optional[Callable[[Dict[str, torch.Tensor]], torch.Tensor]] = field(
+        default=None, repr=False)
+    head: Optional[torch.nn.Module] = field(default=None, repr=False)
+    # A field, so that DDP also finds logits computed inside the forward.
+    _logits: Dict[str, Dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
     def modalities(self):
@@ -77,10 +83,10 @@ class ModalityOutputs:
         """Per-modality logits ``{m: (B, num_classes)}``, computed once per mode."""
         if mode not in self._logits:
             if mode == 'analytic':
-                self._logits[mode] = self._fusion.analytic_logits(self.features, self._head)
+                self._logits[mode] = self.fusion.analytic_logits(self.features, self.head)
             elif mode == 'probe':
                 self._logits[mode] = probe_logits(
-                    self.features, self._classify, type(self._fusion).__name__)
+                    self.features, self.classify, type(self.fusion).__name__)
             else:
                 raise ValueError(f'unknown per-modality logit mode {mode!r}; '
                                  f'expected one of {LOGIT_MODES}')

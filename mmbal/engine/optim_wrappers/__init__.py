@@ -1,3 +1,0 @@
-from .balance_optim_wrapper import BalanceAmpOptimWrapper, BalanceOptimWrapper
-
-__all__ = ['BalanceOptimWrapper', 'BalanceAmpOptimWrapper']
