@@ -61,12 +61,12 @@ def run_one(config: str, seed: int, work_dir: Path, options: List[str],
         (work_dir / 'wall_time.json').write_text(json.dumps({'seconds': time.time() - start}))
     if not done.exists():
         raise RuntimeError(f'{config} (seed {seed}) finished without writing {done}')
-    record = json.loads(done.read_text())
+    record = read_json(done)
     for split in extra_splits:
         out = work_dir / f'test_{split}.json'
         if out.exists():
             continue
-        cmd = [sys.executable, 'tools/test.py', config, record['checkpoint'],
+        cmd = [sys.executable, 'tools/test.py', config, checkpoint_of(record, done),
                '--work-dir', str(work_dir / f'test_{split}'), '--out', str(out),
                '--cfg-options', f'test_dataloader.dataset.split={split}', *options]
         code = subprocess.call(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -75,12 +75,60 @@ def run_one(config: str, seed: int, work_dir: Path, options: List[str],
             raise RuntimeError(f'{" ".join(cmd)} failed with code {code}')
 
 
+def read_json(path: Path) -> object:
+    """The content of a JSON file of a run, parsed as data; errors name the file."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f'{path} is not valid JSON ({err})') from err
+
+
+def checkpoint_of(record: object, path: Path) -> str:
+    """The val-selected checkpoint named by ``test_results.json``, as an absolute path.
+
+    Relative paths are read from the repository root (where the runs execute); an
+    absolute path can never be mistaken for an option of ``tools/test.py``.
+    """
+    ckpt = record.get('checkpoint') if isinstance(record, dict) else None
+    if not isinstance(ckpt, str) or not ckpt:
+        raise ValueError(f'{path}: "checkpoint" must be the path of the val-selected '
+                         f'checkpoint (a non-empty string), got {ckpt!r}; --extra-split '
+                         f'needs it (train with save_best)')
+    return str(ROOT / ckpt)
+
+
+def metrics_of(value: object, path: Path) -> Dict[str, float]:
+    """``value`` checked to be ``{metric name: number}``; errors name the file and key."""
+    if not isinstance(value, dict):
+        raise ValueError(f'{path}: expected metrics as {{name: number}}, got '
+                         f'{type(value).__name__}')
+    for key, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ValueError(f'{path}: metric {key!r} must be a number, got {number!r}')
+    return {key: float(number) for key, number in value.items()}
+
+
 def load_metrics(work_dir: Path, split: str) -> Optional[Dict[str, float]]:
+    """The test metrics of a run on ``split``, or None if it has none yet."""
     if split == 'test':
         path = work_dir / 'test_results.json'
-        return json.loads(path.read_text())['test'] if path.exists() else None
+        if not path.exists():
+            return None
+        record = read_json(path)
+        if not isinstance(record, dict) or 'test' not in record:
+            raise ValueError(f'{path}: expected an object with a "test" key (the metrics)')
+        return metrics_of(record['test'], path)
     path = work_dir / f'test_{split}.json'
-    return json.loads(path.read_text()) if path.exists() else None
+    return metrics_of(read_json(path), path) if path.exists() else None
+
+
+def wall_seconds(path: Path) -> float:
+    """The ``seconds`` of a run's ``wall_time.json``; errors name the file."""
+    record = read_json(path)
+    seconds = record.get('seconds') if isinstance(record, dict) else None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ValueError(f'{path}: "seconds" must be a number, got {seconds!r}')
+    return float(seconds)
 
 
 def summarise(rows: Dict[str, List[Dict[str, float]]]) -> List[dict]:
@@ -139,7 +187,7 @@ def main() -> None:
         report.append(markdown(summarise(rows), f'{args.title}: {split} split'))
     times = []
     for config in args.configs:
-        secs = [json.loads(p.read_text())['seconds']
+        secs = [wall_seconds(p)
                 for p in (root / run_name(config)).glob('seed*/wall_time.json')]
         if secs:
             times.append(f'| {run_name(config)} | {np.mean(secs):.0f} |')

@@ -14,15 +14,19 @@ mode.
 """
 import copy
 import json
+import logging
 import os.path as osp
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
-from mmengine.config import Config
+from mmengine.logging import print_log
 from torch import nn
 
 from mmbal.registry import MODELS
-from mmbal.utils import safe_checkpoint_loading
+from mmbal.utils import literal_config, safe_checkpoint_loading
+
+# The only model type a teacher config read from a file may build.
+TEACHER_MODEL_TYPE = 'MultimodalClassifier'
 
 TEACHER_COMMAND = ('python tools/analysis/modality_analysis.py {config} --teacher '
                    '--work-dir {work_dir}')
@@ -76,30 +80,72 @@ def default_teacher_model(encoder_cfg, modality: str, num_classes: int) -> dict:
 
 
 def _load_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:
-    """``(state_dict, model cfg saved in the checkpoint's meta or None)``."""
+    """``(state_dict, model cfg saved in the checkpoint's meta or None)``.
+
+    The checkpoint is loaded with ``weights_only=True`` and its ``meta['cfg']``
+    (Python source written by MMEngine's CheckpointHook) is read as data by
+    :func:`mmbal.utils.literal_config`, never executed: a downloaded teacher
+    checkpoint cannot run code. When the model cfg is not readable as data the
+    caller falls back to the artifact's ``teacher_model`` or the default model.
+    """
     if not osp.isfile(path):
         raise FileNotFoundError(f'teacher checkpoint {path!r} does not exist')
-    with safe_checkpoint_loading():
-        ckpt = torch.load(path, map_location='cpu')
+    with safe_checkpoint_loading(f'teacher checkpoint {path!r}'):
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
+    if not isinstance(state, dict):
+        raise ValueError(f'teacher checkpoint {path!r} holds a {type(state).__name__}; '
+                         f'expected a state dict or a dict with a "state_dict" key')
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-    model_cfg = None
     meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
-    if isinstance(meta, dict) and isinstance(meta.get('cfg'), str):
-        try:
-            model_cfg = Config.fromstring(meta['cfg'], '.py').get('model')
-        except Exception:  # an unparsable cfg text: fall back to the default architecture
-            model_cfg = None
-    return state, model_cfg
+    cfg_text = meta.get('cfg') if isinstance(meta, dict) else None
+    return state, None if cfg_text is None else _saved_model_cfg(cfg_text, path)
+
+
+def _saved_model_cfg(cfg_text: object, path: str) -> Optional[dict]:
+    """The ``model`` dict of a checkpoint's ``meta['cfg']`` read as data, or None (logged)."""
+    source = f"meta['cfg'] of teacher checkpoint {path!r}"
+    skipped: List[str] = []
+    try:
+        model_cfg = literal_config(cfg_text, source, skipped).get('model')
+    except ValueError as err:
+        why = str(err)
+    else:
+        if isinstance(model_cfg, dict):
+            return model_cfg
+        why = ("its `model` is not a literal dict (only constants, lists, tuples, dicts and "
+               "dict(...) are read; nothing is executed)" if 'model' in skipped else
+               'it has no `model = dict(...)` entry')
+    print_log(f'{source} was not readable as data: {why}. Using the artifact\'s '
+              f'teacher_model or the default teacher model instead.', logger='current',
+              level=logging.WARNING)
+    return None
+
+
+def check_teacher_model_cfg(model_cfg: object, source: str) -> None:
+    """Raise unless ``model_cfg`` is a dict of type ``'MultimodalClassifier'``.
+
+    Teacher configs come from artifacts and checkpoints, i.e. from files a user
+    may have downloaded: they must not choose which registered class is built.
+    """
+    if not isinstance(model_cfg, dict):
+        raise TypeError(f'the teacher model config of {source} must be a dict, got '
+                        f'{type(model_cfg).__name__}')
+    if model_cfg.get('type') != TEACHER_MODEL_TYPE:
+        raise ValueError(f'the teacher model config of {source} has type '
+                         f'{model_cfg.get("type")!r}; a teacher must be a '
+                         f'{TEACHER_MODEL_TYPE!r}')
 
 
 def build_teacher(modality: str, model_cfg: dict, checkpoint: str,
                   state: Optional[Dict[str, torch.Tensor]] = None) -> nn.Module:
     """Build a one-encoder classifier, load ``checkpoint`` strictly, freeze it, eval mode.
 
-    ``state``: the checkpoint's state dict when the caller has already read it.
+    ``model_cfg`` must be of type ``'MultimodalClassifier'`` (it is read from
+    files). ``state``: the checkpoint's state dict when the caller has already read it.
     """
     model_cfg = copy.deepcopy(plain_config(model_cfg))
+    check_teacher_model_cfg(model_cfg, f'the {modality!r} teacher ({checkpoint})')
     model_cfg.pop('data_preprocessor', None)
     model_cfg.update(modality_logits=None, train_accuracy=False)
     teacher = MODELS.build(model_cfg)
@@ -225,9 +271,11 @@ def load_teachers(modalities: Sequence[str], student_encoders: Dict[str, dict],
         state, saved_model = _load_state_dict(path)
         if saved_model is not None:  # the config saved in the checkpoint itself
             saved_encoders = saved_model.get('encoders', {})
-            if m not in saved_encoders:
+            if not isinstance(saved_encoders, dict) or m not in saved_encoders:
+                trained_on = (list(saved_encoders) if isinstance(saved_encoders, dict)
+                              else saved_encoders)
                 raise ValueError(f'teacher checkpoint {path!r} was trained on '
-                                 f'{list(saved_encoders)}, not {m!r}')
+                                 f'{trained_on!r}, not {m!r}')
             check_same_encoder(m, saved_encoders[m], student_encoders[m], source)
         model_cfg = model_cfg or saved_model or default_teacher_model(
             student_encoders[m], m, num_classes)
@@ -344,5 +392,6 @@ class TeacherCache:
 
 
 __all__ = ['UnimodalTeachers', 'TeacherCache', 'load_teachers', 'build_teacher',
+           'check_teacher_model_cfg',
            'plain_config', 'check_same_encoder', 'encoder_mismatch', 'is_random_transform',
            'random_transforms', 'check_cacheable', 'teacher_command', 'default_teacher_model']

@@ -168,12 +168,22 @@ def val_curves(work_dir: Path) -> Dict[str, List[List[float]]]:
     """``{metric: [[epoch, value], ...]}`` of the val lines of a run's scalars.json."""
     curves: Dict[str, Dict[int, float]] = {}
     for path in sorted(work_dir.glob('*/vis_data/scalars.json')):
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)  # data only: a log line is never executed
+            except ValueError as err:
+                raise ValueError(f'{path}:{lineno}: not a JSON object ({err})') from err
+            if not isinstance(rec, dict):
+                raise ValueError(f'{path}:{lineno}: not a JSON object')
             if 'iter' in rec:  # a training line
                 continue
             for key, value in rec.items():
                 if key.startswith(('accuracy/', 'f1/')):
+                    if isinstance(value, bool) or not isinstance(value, (int, float)):
+                        raise ValueError(f'{path}:{lineno}: {key!r} must be a number, got '
+                                         f'{value!r}')
                     curves.setdefault(key, {})[int(rec['step'])] = value
     return {k: [[e, v] for e, v in sorted(c.items())] for k, c in curves.items()}
 

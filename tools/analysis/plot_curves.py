@@ -67,8 +67,14 @@ def load_scalars(work_dir: str | Path) -> RunScalars:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f'{path}:{lineno}: not a JSON object ({e})') from e
+            if not isinstance(record, dict):
+                raise ValueError(f'{path}:{lineno}: not a JSON object (a '
+                                 f'{type(record).__name__})')
             if 'step' not in record:
                 continue
+            if isinstance(record['step'], bool) or not isinstance(record['step'], (int, float)):
+                raise ValueError(f'{path}:{lineno}: "step" must be a number, got '
+                                 f'{record["step"]!r}')
             phase = scalars[record_phase(record)]
             for key, value in record.items():
                 if key in INDEX_KEYS or isinstance(value, bool) or \

@@ -496,7 +496,10 @@ class LoadAudioSpectrogram(BaseTransform):
             try:
                 spec = np.load(path, allow_pickle=False)
             except (OSError, ValueError, EOFError):
-                spec = None  # unreadable entry: recompute and overwrite it
+                spec = None  # unreadable entry (or a pickle, refused): recompute, overwrite
+            if spec is not None and not isinstance(spec, np.ndarray):
+                spec.close()  # an .npz archive under the entry's name: not an entry
+                spec = None
             if spec is not None:
                 self.cache_hits += 1
                 results[self._out_key] = spec
