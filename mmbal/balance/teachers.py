@@ -16,12 +16,15 @@ import copy
 import json
 import logging
 import os.path as osp
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.logging import print_log
 from torch import nn
 
+from mmbal.datasets.transforms.randomness import sub_transforms as _children  # noqa: F401
+from mmbal.datasets.transforms.randomness import (describe_random_steps, is_random_transform,
+                                                  random_steps)
 from mmbal.registry import MODELS
 from mmbal.utils import literal_config, safe_checkpoint_loading
 
@@ -290,53 +293,11 @@ def load_teachers(modalities: Sequence[str], student_encoders: Dict[str, dict],
 
 
 # --- per-sample cache -------------------------------------------------------------------------
-def _children(transform) -> Iterable:
-    """Transforms nested inside ``transform`` (Compose, RandomApply, LoadAudioSpectrogram...)."""
-    for attr in ('transforms', 'waveform_transforms'):
-        value = getattr(transform, attr, None)
-        if isinstance(value, (list, tuple)):
-            yield from value
-    for attr in ('spec', 'loader'):  # LoadAudioSpectrogram's inner transforms
-        value = getattr(transform, attr, None)
-        if value is not None and hasattr(value, 'transform'):
-            yield value
-
-
-def is_random_transform(transform) -> bool:
-    """Whether a transform draws fresh randomness each time it is applied.
-
-    Rules, in order: an ``is_random`` attribute wins (third-party transforms
-    declare themselves this way); ``LoadFrames(sampling='random')`` outside test
-    mode is random; any class whose name contains ``Random`` (mmbal's
-    ``RandomResizedCrop``, ``RandomCrop``, ``RandomFlip``; mmcv's ``RandomApply``,
-    ``RandomChoice``, ``RandomResize``...) is random. mmbal's seeded
-    degradations (``DegradeImage``, ``AddNoiseSNR``) are fixed per
-    ``sample_idx`` and therefore deterministic.
-    """
-    flag = getattr(transform, 'is_random', None)
-    if flag is not None and not callable(flag):
-        return bool(flag)
-    if type(transform).__name__ == 'LoadFrames':
-        return transform.sampling == 'random' and not transform.test_mode
-    return 'random' in type(transform).__name__.lower()
-
-
+# Randomness is what transforms declare (``is_random``), never their names; the rules live
+# in mmbal.datasets.transforms.randomness, which a pipeline cache will reuse.
 def random_transforms(pipeline) -> List[str]:
-    """Names of the random transforms in a pipeline (a Compose, a list, or a dataset)."""
-    found: List[str] = []
-
-    def visit(t, depth=0):
-        if depth > 8:
-            return
-        if is_random_transform(t):
-            found.append(repr(t) if len(repr(t)) < 200 else type(t).__name__)
-        for child in _children(t):
-            visit(child, depth + 1)
-
-    transforms = getattr(pipeline, 'transforms', pipeline)
-    for t in transforms or []:
-        visit(t)
-    return found
+    """The random and undeclared transforms of a pipeline (a Compose or a list), as text."""
+    return [str(step) for step in random_steps(pipeline)]
 
 
 def dataset_pipeline(dataset):
@@ -352,11 +313,11 @@ def dataset_pipeline(dataset):
 
 def check_cacheable(dataset) -> None:
     """Refuse the teacher cache when the training pipeline is random."""
-    found = [t for p in dataset_pipeline(dataset) for t in random_transforms(p)]
+    found = [step for p in dataset_pipeline(dataset) for step in random_steps(p)]
     if found:
         raise ValueError(
             f'the teacher cache is only valid for a deterministic training pipeline, but '
-            f'it has random transform(s): {found}. A cached teacher output would not match '
+            f'it has {describe_random_steps(found)}. A cached teacher output would not match '
             f'the augmented batch the student sees; set cache=False (teachers then run '
             f'online on every batch).')
 

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
-from mmcv.transforms import BaseTransform
 
 from mmbal.registry import TRANSFORMS
+from .base import MMBalTransform
 
 
 @TRANSFORMS.register_module()
-class ScaleArray(BaseTransform):
+class ScaleArray(MMBalTransform):
     """``results[key] * scale + offset`` as float32, for arrays of any shape.
 
     :class:`Normalize` covers frame stacks (T, H, W, C); this covers the rest,
@@ -20,6 +20,8 @@ class ScaleArray(BaseTransform):
         scale (float): Multiplier.
         offset (float): Added after scaling.
     """
+
+    is_random = False
 
     def __init__(self, key: str, scale: float = 1.0, offset: float = 0.0) -> None:
         self.key = key

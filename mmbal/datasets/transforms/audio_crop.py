@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
-from mmcv.transforms import BaseTransform
 
 from mmbal.registry import TRANSFORMS
+from .base import MMBalTransform
 
 
 @TRANSFORMS.register_module()
-class CropAudio(BaseTransform):
+class CropAudio(MMBalTransform):
     """Keep ``num_samples`` (or ``duration`` seconds) of ``results['audio']``.
 
     OGM-GE's VGGSound recipe tiles a clip to 10 s and cuts a 5 s window starting
@@ -50,6 +50,11 @@ class CropAudio(BaseTransform):
         self.test_mode = test_mode
         self.test_position = test_position
         self.key = key
+
+    @property
+    def is_random(self) -> bool:
+        """The window start is drawn each call unless ``test_mode`` fixes it."""
+        return not self.test_mode
 
     def window_length(self, results: dict) -> int:
         """Window length in samples."""

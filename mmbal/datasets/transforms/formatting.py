@@ -5,9 +5,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from mmcv.transforms import BaseTransform
 
 from mmbal.registry import TRANSFORMS
+from .base import MMBalTransform
 
 
 def _numpy_to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -39,7 +39,7 @@ def _tensor_to_tensor(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @TRANSFORMS.register_module()
-class PackMultimodalInputs(BaseTransform):
+class PackMultimodalInputs(MMBalTransform):
     """Collect each modality as a float32 tensor in ``inputs`` and the label in ``data_samples``.
 
     Layouts (by the number of dimensions of ``results[name]``):
@@ -61,6 +61,8 @@ class PackMultimodalInputs(BaseTransform):
         dict: ``{'inputs': {name: Tensor}, 'data_samples': {'gt_label': int,
         'sample_idx': int, **meta}}``.
     """
+
+    is_random = False
 
     def __init__(self, modalities: Sequence[str] = ('audio', 'visual'),
                  meta_keys: Sequence[str] = ()) -> None:

@@ -5,13 +5,13 @@ import os
 
 import cv2
 import numpy as np
-from mmcv.transforms import BaseTransform
 
 from mmbal.registry import TRANSFORMS
+from .base import MMBalTransform
 
 
 @TRANSFORMS.register_module()
-class LoadModalityImage(BaseTransform):
+class LoadModalityImage(MMBalTransform):
     """Read ``results[f'{key}_path']`` into ``results[key]`` as a (1, H, W, C) uint8 stack.
 
     The one-frame stack lets the frame transforms (:class:`Resize`,
@@ -25,6 +25,8 @@ class LoadModalityImage(BaseTransform):
 
     Added keys: ``<key>`` and ``<key>_shape`` ((H, W) as read).
     """
+
+    is_random = False
 
     COLOR_TYPES = {'color': cv2.IMREAD_COLOR, 'grayscale': cv2.IMREAD_GRAYSCALE}
 

@@ -6,9 +6,9 @@ import re
 
 import cv2
 import numpy as np
-from mmcv.transforms import BaseTransform
 
 from mmbal.registry import TRANSFORMS
+from .base import MMBalTransform
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm', '.flv', '.m4v',
                     '.mpg', '.mpeg', '.wmv', '.3gp')
@@ -30,7 +30,7 @@ def _require_exists(path: str, what: str) -> None:
 
 
 @TRANSFORMS.register_module()
-class LoadAudio(BaseTransform):
+class LoadAudio(MMBalTransform):
     """Read a waveform from ``results['audio_path']`` and bring it to a fixed rate and length.
 
     Steps (in the order of OGM-GE's recipes): decode -> mono -> resample ->
@@ -59,6 +59,8 @@ class LoadAudio(BaseTransform):
     Added keys: ``audio`` (float32, (N,) or (C, N)), ``audio_sample_rate`` (int),
     ``audio_num_samples_orig`` (samples per channel before tiling and cutting).
     """
+
+    is_random = False
 
     def __init__(self,
                  sample_rate: int | None = None,
@@ -181,7 +183,7 @@ class LoadAudio(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class LoadFrames(BaseTransform):
+class LoadFrames(MMBalTransform):
     """Sample ``num_frames`` RGB frames from ``results['visual_path']`` or ``results['visual']``.
 
     Sources, in order of precedence:
@@ -223,6 +225,11 @@ class LoadFrames(BaseTransform):
         self.num_frames = int(num_frames)
         self.sampling = sampling
         self.test_mode = test_mode
+
+    @property
+    def is_random(self) -> bool:
+        """``'random'`` sampling draws frames each call, except in ``test_mode`` (uniform)."""
+        return self.sampling == 'random' and not self.test_mode
 
     def sample_indices(self, total: int) -> np.ndarray:
         """Indices (num_frames,) into ``total`` frames according to ``sampling``."""

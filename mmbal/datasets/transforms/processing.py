@@ -12,9 +12,9 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-from mmcv.transforms import BaseTransform
 
 from mmbal.registry import TRANSFORMS
+from .base import MMBalTransform
 
 _INTERPOLATIONS = {
     'nearest': cv2.INTER_NEAREST,
@@ -64,7 +64,7 @@ def _set_shape(results: dict, key: str, frames: np.ndarray) -> None:
 
 
 @TRANSFORMS.register_module()
-class Resize(BaseTransform):
+class Resize(MMBalTransform):
     """Resize all frames to a fixed ``(w, h)`` or so that the shorter side is ``scale``.
 
     Args:
@@ -73,6 +73,8 @@ class Resize(BaseTransform):
         interpolation (str): cv2 interpolation name.
         key (str): Results key of the (T, H, W, C) frames.
     """
+
+    is_random = False
 
     def __init__(self, scale: int | Sequence[int], interpolation: str = 'bilinear',
                  key: str = 'visual') -> None:
@@ -104,7 +106,7 @@ class Resize(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class RandomResizedCrop(BaseTransform):
+class RandomResizedCrop(MMBalTransform):
     """Crop a random area/aspect-ratio box (same for all frames) and resize it to ``size``.
 
     The box is drawn like torchvision's ``RandomResizedCrop`` (10 tries, then a
@@ -117,6 +119,8 @@ class RandomResizedCrop(BaseTransform):
         interpolation (str): cv2 interpolation name.
         key (str): Results key of the frames.
     """
+
+    is_random = True  # box drawn from NumPy's global generator
 
     def __init__(self, size: int | Sequence[int],
                  scale: Sequence[float] = (0.08, 1.0),
@@ -164,7 +168,7 @@ class RandomResizedCrop(BaseTransform):
                 f'ratio={self.ratio}, interpolation={self.interpolation!r})')
 
 
-class _FixedCrop(BaseTransform):
+class _FixedCrop(MMBalTransform):
     """Shared code of the crops that keep the pixel scale (``(w, h)`` box)."""
 
     def __init__(self, size: int | Sequence[int], key: str = 'visual') -> None:
@@ -199,6 +203,8 @@ class CenterCrop(_FixedCrop):
         key (str): Results key of the frames.
     """
 
+    is_random = False
+
     def offsets(self, h: int, w: int) -> tuple[int, int]:
         cw, ch = self.size
         return int(round((h - ch) / 2)), int(round((w - cw) / 2))
@@ -213,13 +219,15 @@ class RandomCrop(_FixedCrop):
         key (str): Results key of the frames.
     """
 
+    is_random = True  # offsets drawn from NumPy's global generator
+
     def offsets(self, h: int, w: int) -> tuple[int, int]:
         cw, ch = self.size
         return int(np.random.randint(0, h - ch + 1)), int(np.random.randint(0, w - cw + 1))
 
 
 @TRANSFORMS.register_module()
-class RandomFlip(BaseTransform):
+class RandomFlip(MMBalTransform):
     """Flip all frames of a sample together with probability ``prob``.
 
     Args:
@@ -229,6 +237,8 @@ class RandomFlip(BaseTransform):
 
     Added keys: ``flip`` (bool), ``flip_direction``.
     """
+
+    is_random = True  # draws every call, also at prob 0 or 1
 
     def __init__(self, prob: float = 0.5, direction: str = 'horizontal',
                  key: str = 'visual') -> None:
@@ -255,7 +265,7 @@ class RandomFlip(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class Normalize(BaseTransform):
+class Normalize(MMBalTransform):
     """Per-channel ``(x - mean) / std`` of the frames; the result is float32.
 
     Args:
@@ -268,6 +278,8 @@ class Normalize(BaseTransform):
             ``[123.675, 116.28, 103.53]``, ``[58.395, 57.12, 57.375]``).
         key (str): Results key of the (T, H, W, C) frames.
     """
+
+    is_random = False
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], to_float: bool = True,
                  key: str = 'visual') -> None:
@@ -315,7 +327,7 @@ def _sample_rng(seed: int, results: dict, name: str) -> np.random.Generator:
 
 
 @TRANSFORMS.register_module()
-class DegradeImage(BaseTransform):
+class DegradeImage(MMBalTransform):
     """Degrade frames on purpose, deterministically per sample, to weaken the visual modality.
 
     Downscale by ``downscale`` (area) and upsample back (bilinear) to the original
@@ -331,6 +343,8 @@ class DegradeImage(BaseTransform):
         seed (int): Base seed.
         key (str): Results key of the (T, H, W, C) frames.
     """
+
+    is_random = False  # noise fixed by (seed, sample_idx)
 
     def __init__(self, noise_std: float = 0.0, downscale: int = 1, seed: int = 0,
                  key: str = 'visual') -> None:
@@ -370,7 +384,7 @@ class DegradeImage(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class AddNoiseSNR(BaseTransform):
+class AddNoiseSNR(MMBalTransform):
     """Add white Gaussian noise to the waveform at ``snr_db`` dB, deterministically per sample.
 
     The noise is scaled so that ``10 * log10(mean(x**2) / mean(noise**2))``
@@ -386,6 +400,8 @@ class AddNoiseSNR(BaseTransform):
         seed (int): Base seed.
         key (str): Results key of the waveform.
     """
+
+    is_random = False  # noise fixed by (seed, sample_idx)
 
     def __init__(self, snr_db: float | None = None, seed: int = 0, key: str = 'audio') -> None:
         self.snr_db = None if snr_db is None else float(snr_db)

@@ -37,9 +37,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from mmcv.transforms import BaseTransform
 
 from mmbal.registry import TRANSFORMS
+from .base import MMBalTransform
 from .loading import LoadAudio
 
 _DTYPES = {'float32': np.float32, 'float64': np.float64}
@@ -90,7 +90,7 @@ def _get_waveform(results: dict, key: str) -> np.ndarray:
 
 
 @TRANSFORMS.register_module()
-class Spectrogram(BaseTransform):
+class Spectrogram(MMBalTransform):
     """``log(|STFT(x)|**power + log_offset)`` of ``results['audio']``: (N,) -> (F, T).
 
     With the defaults it equals OGM-GE's CREMA-D feature
@@ -123,6 +123,8 @@ class Spectrogram(BaseTransform):
             waveform or output is always computed in float64.
         key (str): Results key holding the waveform; overwritten with the spectrogram.
     """
+
+    is_random = False
 
     def __init__(self,
                  n_fft: int = 512,
@@ -220,7 +222,7 @@ class Spectrogram(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class ScipySpectrogram(BaseTransform):
+class ScipySpectrogram(MMBalTransform):
     """OGM-GE's AVE/KS feature: ``log(scipy.signal.spectrogram(x) + 1e-7)``, standardised.
 
     ``scipy.signal.spectrogram`` with scipy's defaults is used as the reference
@@ -245,6 +247,8 @@ class ScipySpectrogram(BaseTransform):
             reference got from librosa's float32 waveform; differs in the weakest bins).
         key (str): Results key holding the waveform.
     """
+
+    is_random = False
 
     def __init__(self,
                  nperseg: int = 512,
@@ -366,7 +370,7 @@ PRESETS: dict[str, dict] = {
 
 
 @TRANSFORMS.register_module()
-class LoadAudioSpectrogram(BaseTransform):
+class LoadAudioSpectrogram(MMBalTransform):
     """Load ``results['audio_path']`` and turn it into a spectrogram, with an optional disk cache.
 
     Equivalent to ``LoadAudio(**load)`` -> ``waveform_transforms`` -> ``spec``,
@@ -403,6 +407,8 @@ class LoadAudioSpectrogram(BaseTransform):
 
     Added keys: ``audio`` (float32 (F, T)), ``audio_sample_rate``.
     """
+
+    is_random = False  # itself; its sub_transforms() are judged on their own
 
     CACHE_VERSION = 1
 
@@ -451,6 +457,10 @@ class LoadAudioSpectrogram(BaseTransform):
             parts['sample_idx'] = int(results['sample_idx'])
         blob = json.dumps(parts, sort_keys=True, default=repr)
         return hashlib.sha1(blob.encode()).hexdigest()
+
+    def sub_transforms(self) -> list:
+        """The loader, the waveform transforms and the spectrogram transform, in order."""
+        return [self.loader, *self.waveform_transforms, self.spec]
 
     def _cache_path(self, key: str) -> str:
         return os.path.join(self.cache_dir, key[:2], f'{key}.npy')
