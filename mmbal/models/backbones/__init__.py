@@ -1,4 +1,5 @@
+from .base_encoder import BaseEncoder, EncoderStage
 from .mlp import MLPEncoder
 from .resnet import ResNet18
 
-__all__ = ['ResNet18', 'MLPEncoder']
+__all__ = ['BaseEncoder', 'EncoderStage', 'ResNet18', 'MLPEncoder']

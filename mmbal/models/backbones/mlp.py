@@ -1,16 +1,25 @@
 """MLP encoder for pre-extracted feature vectors."""
-from typing import Sequence
+from typing import List, Sequence
 
 import torch
-from mmengine.model import BaseModule
 from torch import nn
 
 from mmbal.registry import MODELS
 
+from .base_encoder import BaseEncoder
+
 
 @MODELS.register_module()
-class MLPEncoder(BaseModule):
+class MLPEncoder(BaseEncoder):
     """Linear-ReLU stack mapping ``(B, in_channels)`` to ``(B, out_channels)``.
+
+    Stages: one per Linear layer, with the activation and dropout that follow
+    it; stage ``j`` outputs ``(B, hidden_channels[j])`` and the last stage (the
+    output Linear, no activation) ``(B, out_channels)``. Stage and module
+    layouts are the same, and pooling is the identity.
+
+    Init (construction and ``init_weights``): PyTorch's default Linear init
+    (``nn.Linear.reset_parameters``), nothing on top.
 
     Args:
         in_channels: Input feature size.
@@ -35,6 +44,19 @@ class MLPEncoder(BaseModule):
         self.in_channels = in_channels
         self.out_channels = out_channels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x (B, in_channels) or (B, ..., in_channels) flattened. Returns (B, out)."""
-        return self.layers(x.flatten(1))
+    def stage_members(self) -> List[List[nn.Module]]:
+        # Each Linear opens a stage; the layers after it up to the next Linear join it.
+        stages: List[List[nn.Module]] = []
+        for layer in self.layers:
+            if isinstance(layer, nn.Linear):
+                stages.append([])
+            stages[-1].append(layer)
+        return stages
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, in_channels) or (B, ...) flattened to it. Returns (B, in_channels)."""
+        return x.flatten(1)
+
+    def pool(self, h: torch.Tensor) -> torch.Tensor:
+        """Identity: the last stage already outputs ``(B, out_channels)``."""
+        return h

@@ -1,11 +1,12 @@
 """ResNet18 encoders for spectrograms (1 channel) and frame stacks (T frames)."""
-from typing import List
+from typing import List, Optional, Tuple
 
 import torch
-from mmengine.model import BaseModule
 from torch import nn
 
 from mmbal.registry import MODELS
+
+from .base_encoder import BaseEncoder
 
 
 class BasicBlock(nn.Module):
@@ -32,12 +33,23 @@ class BasicBlock(nn.Module):
 
 
 @MODELS.register_module()
-class ResNet18(BaseModule):
+class ResNet18(BaseEncoder):
     """ResNet18 trunk returning one pooled feature vector per sample.
 
     A 4-D input ``(B, C, H, W)`` (e.g. a spectrogram) is pooled over space.
     A 5-D input ``(B, C, T, H, W)`` runs each frame through the 2-D network and
     averages over time and space, as the reference audio-visual repos do.
+
+    Stages: the four residual stages; the stem (7x7 conv, BN, ReLU, max-pool)
+    is the front of stage 0, not a stage of its own. Stage ``i`` outputs
+    ``(B, base_channels * 2**i, H_i, W_i)`` for a 4-D input and
+    ``(B, T, base_channels * 2**i, H_i, W_i)`` for a 5-D one (frames of a
+    sample together), with ``H_0 = ceil(H / 4)`` and ``H_i = ceil(H_{i-1} / 2)``.
+    In the module layout the frames are folded into the batch, ``(B*T, C, H, W)``.
+
+    Init (construction and ``init_weights``): kaiming-normal (fan_out, ReLU)
+    convolutions, BN weight 1 and bias 0, and with ``zero_init_residual`` the
+    last BN weight of every block 0.
 
     Args:
         in_channels: Input channels (1 for spectrograms, 3 for RGB).
@@ -71,9 +83,9 @@ class ResNet18(BaseModule):
         # One entry per depth: methods that act per block (AIM, D&R) index these.
         self.stages = nn.ModuleList(stages)
         self.out_channels = channels
-        self._init_weights()
+        self._init_defaults()
 
-    def _init_weights(self) -> None:
+    def _init_defaults(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
@@ -85,28 +97,33 @@ class ResNet18(BaseModule):
                 if isinstance(m, BasicBlock):
                     nn.init.zeros_(m.bn2.weight)
 
-    def init_weights(self) -> None:
-        # Keep the kaiming init above unless an explicit init_cfg asks otherwise.
-        if self.init_cfg:
-            super().init_weights()
+    def stage_members(self) -> List[List[nn.Module]]:
+        return [[self.stem, self.stages[0]]] + [[stage] for stage in self.stages[1:]]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x (B, C, H, W) or (B, C, T, H, W). Returns: (B, out_channels)."""
-        if x.dim() == 5:
-            b, c, t, h, w = x.shape
-            x = x.transpose(1, 2).reshape(b * t, c, h, w)
-            return self._trunk(x).view(b, t, -1).mean(dim=1)
-        if x.dim() != 4:
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, C, H, W) or (B, C, T, H, W). Returns: (B, C, H, W) or (B, T, C, H, W)."""
+        if x.dim() not in (4, 5):
             raise ValueError(
                 f'ResNet18 expects a (B, C, H, W) or (B, C, T, H, W) input, '
                 f'got shape {tuple(x.shape)}')
-        return self._trunk(x)
-
-    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.in_channels:
             raise ValueError(f'ResNet18 was built with in_channels={self.in_channels} '
                              f'but got an input with {x.shape[1]} channels')
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x.mean(dim=(2, 3))
+        return x.transpose(1, 2) if x.dim() == 5 else x
+
+    def to_module_layout(self, h: torch.Tensor) -> Tuple[torch.Tensor, Optional[int]]:
+        """(B, T, C, H, W) -> (B*T, C, H, W) and T; a 4-D tensor passes (fold None)."""
+        if h.dim() == 5:
+            b, t = h.shape[:2]
+            return h.reshape(b * t, *h.shape[2:]), t
+        return h, None
+
+    def from_module_layout(self, y: torch.Tensor, fold: Optional[int]) -> torch.Tensor:
+        """(B*T, C, H, W) -> (B, T, C, H, W) when ``fold`` is T, else unchanged."""
+        return y if fold is None else y.view(-1, fold, *y.shape[1:])
+
+    def pool(self, h: torch.Tensor) -> torch.Tensor:
+        """Mean over space, then over frames. Args: h (B, C, H, W) or (B, T, C, H, W)."""
+        z, frames = self.to_module_layout(h)
+        z = z.mean(dim=(2, 3))
+        return z if frames is None else z.view(-1, frames, z.shape[1]).mean(dim=1)
