@@ -170,26 +170,10 @@ def with_meta_config(path: Path, text: str) -> Path:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "mmengine's Runner.resume runs Config.fromstring(meta['config']); MMBalRunner."
-    'load_checkpoint must pass its result through mmbal.utils.drop_executable_meta '
-    '(mmbal_runner.py is being rewritten elsewhere; see the next test for the fix)'))
 def test_runner_resume_does_not_run_meta_config(tmp_path, marker):
+    # mmengine's Runner.resume runs Config.fromstring(meta['config']); MMBalRunner's
+    # load_checkpoint drops that key first (drop_executable_meta).
     runner = tiny_runner(tmp_path)
-    path = with_meta_config(plain_checkpoint(tmp_path, runner), source_payload(marker))
-    runner.resume(str(path), resume_optimizer=False, resume_param_scheduler=False)
-    assert not marker.exists()
-
-
-class DroppingRunner(MMBalRunner):
-    """The fix the runner needs: checkpoints lose ``meta['config']`` before resume reads it."""
-
-    def load_checkpoint(self, filename, *args, **kwargs):
-        return drop_executable_meta(super().load_checkpoint(filename, *args, **kwargs))
-
-
-def test_drop_executable_meta_keeps_resume_from_running_meta_config(tmp_path, marker):
-    runner = tiny_runner(tmp_path, DroppingRunner)
     path = with_meta_config(plain_checkpoint(tmp_path, runner), source_payload(marker))
     runner.resume(str(path), resume_optimizer=False, resume_param_scheduler=False)
     assert not marker.exists()

@@ -8,7 +8,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from mmbal.registry import RUNNERS
-from mmbal.utils import safe_checkpoint_loading
+from mmbal.utils import drop_executable_meta, safe_checkpoint_loading
 
 
 @RUNNERS.register_module()
@@ -35,8 +35,9 @@ class MMBalRunner(Runner):
             super().resume(filename, *args, **kwargs)
 
     def load_checkpoint(self, filename: str, *args, **kwargs):
+        # resume() reads its checkpoint through here; MMEngine would execute meta['config'].
         with safe_checkpoint_loading():
-            return super().load_checkpoint(filename, *args, **kwargs)
+            return drop_executable_meta(super().load_checkpoint(filename, *args, **kwargs))
 
     def test_best(self) -> dict:
         """Test the checkpoint that the val metric selected (the last model if none).
