@@ -345,11 +345,6 @@ def test_init_weights_with_init_cfg_applies_it_on_top_of_the_defaults():
     assert all(torch.all(p == (0.25 if p.dim() == 2 else 0.0)) for p in enc.parameters())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'MultimodalClassifier keeps its encoders in a torch nn.ModuleDict, which has no '
-    'init_weights, so mmengine\'s recursion never reaches them (fix: mmengine.model.'
-    'ModuleDict in multimodal_classifier.py; state_dict keys stay the same). Remove this '
-    'mark when that lands.'))
 def test_classifier_init_weights_reaches_the_encoders():
     model = MultimodalClassifier(
         encoders=dict(audio=dict(type='MLPEncoder', in_channels=4, out_channels=3,

@@ -4,8 +4,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 from mmengine.logging import print_log
-from mmengine.model import BaseModel
-from torch import nn
+from mmengine.model import BaseModel, ModuleDict
 
 from mmbal.models.utils import LOGIT_MODES, GradientGate, ModalityOutputs
 from mmbal.registry import MODELS
@@ -63,7 +62,8 @@ class MultimodalClassifier(BaseModel):
         if not encoders:
             raise ValueError('MultimodalClassifier needs at least one encoder')
         self.modalities: List[str] = list(encoders)
-        self.encoders = nn.ModuleDict({m: MODELS.build(cfg) for m, cfg in encoders.items()})
+        # mmengine's ModuleDict, so that init_weights() reaches the encoders.
+        self.encoders = ModuleDict({m: MODELS.build(cfg) for m, cfg in encoders.items()})
         dims = {m: enc.out_channels for m, enc in self.encoders.items()}
         fusion_cfg = _fill_channels(fusion, 'in_channels', dims, fusion.get('type'), 'encoder')
         self.fusion = MODELS.build(fusion_cfg)
