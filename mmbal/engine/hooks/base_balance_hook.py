@@ -5,6 +5,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.logging import MessageHub
 from mmengine.model import is_model_wrapper
+from torch import nn
 
 from mmbal.engine.step import BalanceTerms, PassPlan, StepContext
 
@@ -63,6 +64,25 @@ class BaseBalanceHook(Hook):
                 raise ValueError(f'{type(self).__name__}: {what}={name!r} is not a modality of '
                                  f'the model; it has {model.modalities}')
         return names
+
+    # --- method-owned modules -------------------------------------------------
+    def build_modules(self, model) -> Optional[nn.Module]:
+        """Modules this method trains with the model's optimizer (auxiliary heads...).
+
+        Called once by ``MMBalRunner`` before the optimizer and the DDP wrapper
+        are built; the result becomes ``model.balance_modules[self.method]``
+        (in the model's state_dict, so saved and resumed).
+        """
+        return None
+
+    def optimizers(self) -> List[torch.optim.Optimizer]:
+        """Optimizers of modules this method keeps *outside* the model.
+
+        The step steps each after the model's optimizer, once per update,
+        with gradients averaged over ranks and the AMP scale divided out. Their
+        modules and states belong in :meth:`state_dict` to be resumed.
+        """
+        return []
 
     # --- the training step's call points --------------------------------------
     def plan_passes(self, ctx: StepContext) -> Optional[List[PassPlan]]:

@@ -4,21 +4,34 @@ import os.path as osp
 
 from mmengine.dist import barrier, is_main_process
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
+from mmengine.model import ModuleDict, is_model_wrapper
 from mmengine.runner import Runner
 
-from mmbal.registry import RUNNERS
+from mmbal.registry import HOOKS, RUNNERS
 from mmbal.utils import drop_executable_meta, safe_checkpoint_loading
 
 
 @RUNNERS.register_module()
 class MMBalRunner(Runner):
-    """A Runner whose checkpoint loads keep ``weights_only=True``.
+    """MMEngine's Runner with method-owned modules, safe checkpoint loading, test-on-best.
 
-    Resume and ``load_from`` run inside :func:`safe_checkpoint_loading`, which
-    allows exactly the globals MMEngine writes; nothing falls back to
-    ``weights_only=False``.
+    * Balance hooks may own modules (auxiliary heads, prototypes): the custom
+      hooks are built first, and each balance hook's ``build_modules(model)``
+      result is attached as ``model.balance_modules[hook.method]`` before the
+      DDP wrapper and the optimizer are built, so those parameters are
+      trained, synchronised, saved and resumed like the model's own.
+    * Resume and ``load_from`` run inside :func:`safe_checkpoint_loading`, which
+      allows exactly the globals MMEngine writes; nothing falls back to
+      ``weights_only=False``.
     """
+
+    def __init__(self, *args, custom_hooks=None, **kwargs) -> None:
+        self._prebuilt_hooks = [_build_hook(h) for h in (custom_hooks or [])]
+        super().__init__(*args, custom_hooks=self._prebuilt_hooks, **kwargs)
+
+    def wrap_model(self, model_wrapper_cfg, model):
+        attach_balance_modules(model, self._prebuilt_hooks)
+        return super().wrap_model(model_wrapper_cfg, model)
 
     def build_train_loop(self, loop):
         loop = super().build_train_loop(loop)
@@ -61,6 +74,40 @@ class MMBalRunner(Runner):
             with open(osp.join(self.work_dir, 'test_results.json'), 'w') as f:
                 json.dump(record, f, indent=2)
         return metrics
+
+
+def _build_hook(hook):
+    """A hook instance from a config dict (``priority`` set on it, as MMEngine does)."""
+    if not isinstance(hook, dict):
+        return hook
+    hook = dict(hook)
+    priority = hook.pop('priority', None)
+    obj = HOOKS.build(hook)
+    if priority is not None:
+        obj.priority = priority
+    return obj
+
+
+def attach_balance_modules(model, hooks) -> None:
+    """``model.balance_modules[hook.method] = hook.build_modules(model)`` for every hook
+    that owns modules; the modules move to the model's device."""
+    owned = {}
+    for hook in hooks:
+        build = getattr(hook, 'build_modules', None)
+        module = build(model) if getattr(hook, 'balance_method', False) and build else None
+        if module is None:
+            continue
+        if hook.method in owned:
+            raise KeyError(f'two balance hooks own modules under {hook.method!r}')
+        owned[hook.method] = module
+    if not owned:
+        return
+    if hasattr(model, 'balance_modules'):
+        raise AttributeError(f'{type(model).__name__} already has balance_modules')
+    param = next(model.parameters(), None)
+    model.balance_modules = ModuleDict(owned)
+    if param is not None:
+        model.balance_modules.to(param.device)
 
 
 def check_num_classes(model, dataset, key: str) -> None:

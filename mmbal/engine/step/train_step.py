@@ -17,7 +17,8 @@ One batch::
       6. unscale             AMP loss scale divided out; per-loss gradients all-reduced
       7. gradient edits      hook.edit_grads(ctx)  (true gradients, before clipping)
       8. clip                optim_wrapper.clip_grad
-      9. optimizer step      optimizer.step (AMP: scaler.step + update), zero_grad
+      9. optimizer step      optimizer.step, then the methods' own optimizers (AMP:
+                             scaler.step + update), zero_grad
 
 Iteration counters, parameter schedulers and MMEngine's hooks advance once
 per batch: the train loop (``BalanceTrainLoop``) calls this step between
@@ -100,9 +101,12 @@ class BalanceTrainStep:
         """Steps 6-9: one parameter update from the accumulated gradients."""
         wrapper = self.optim_wrapper
         scaler = getattr(wrapper, 'loss_scaler', None)
+        own = [opt for hook in self.hooks for opt in hook.optimizers()]  # methods' own
         # 6. unscale: every edit sees true gradients
         if scaler is not None:
-            scaler.unscale_(wrapper.optimizer)
+            for optimizer in [wrapper.optimizer, *own]:
+                scaler.unscale_(optimizer)
+        _average_over_ranks(own)
         ctx._loss_grads = self._reduced_loss_grads()
         # 7. gradient edits
         for hook in self.hooks:
@@ -111,13 +115,17 @@ class BalanceTrainStep:
         # 8. clip
         if wrapper.clip_grad_kwargs:
             wrapper._clip_grad()
-        # 9. optimizer step
+        # 9. optimizer step(s): the model's, then the methods' own
+        for optimizer in [wrapper.optimizer, *own]:
+            if scaler is not None:
+                scaler.step(optimizer)
+            else:
+                optimizer.step()
         if scaler is not None:
-            scaler.step(wrapper.optimizer)
             scaler.update(wrapper._scale_update_param)
-        else:
-            wrapper.optimizer.step()
         wrapper.zero_grad()
+        for optimizer in own:
+            optimizer.zero_grad(set_to_none=True)
 
     # --- the plan --------------------------------------------------------------------------
     def plan(self, ctx: StepContext) -> List[PassPlan]:
@@ -171,6 +179,19 @@ class BalanceTrainStep:
             out.setdefault(hook_id, {})[name] = grads
         self._loss_grads = {}
         return out
+
+
+def _average_over_ranks(optimizers: Sequence[torch.optim.Optimizer]) -> None:
+    """DDP averages the model's gradients; do the same for parameters outside it."""
+    if not optimizers or not (dist.is_available() and dist.is_initialized()
+                              and dist.get_world_size() > 1):
+        return
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            for p in group['params']:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                    p.grad /= dist.get_world_size()
 
 
 def _apply_gates(outputs, term: BalanceTerms, hook) -> None:
