@@ -16,6 +16,7 @@ from mmengine.registry import init_default_scope
 
 from mmbal.balance.teachers import UnimodalTeachers, default_teacher_model
 from mmbal.engine import BalanceTrainStep, StepContext, build_runner
+from mmbal.engine.runner.mmbal_runner import attach_balance_modules
 from mmbal.registry import DATASETS, HOOKS, MODELS
 from mmbal.utils import check_top_level_keys
 
@@ -34,7 +35,10 @@ def random_teachers(cfg, model):
 
 def build_hooks(cfg, model):
     """The config's custom hooks, set up on ``model`` as ``before_run``/``before_train`` do."""
-    hooks = [HOOKS.build(h) for h in cfg.get('custom_hooks', [])]
+    hooks = [HOOKS.build({k: v for k, v in h.items() if k != 'priority'})
+             for h in cfg.get('custom_hooks', [])]
+    hooks = [h for h in hooks if getattr(h, 'balance_method', False)]  # the step's hooks
+    attach_balance_modules(model, hooks)  # as MMBalRunner does before the optimizer
     for hook in hooks:
         hook.setup(model)
         if hasattr(hook, 'teachers'):  # teachers come from an artifact users make
