@@ -70,3 +70,19 @@ def test_modality_logits_none_skips_per_modality_outputs():
     batch = model.data_preprocessor(data())
     assert set(model(**batch, mode='loss')) == {'loss', 'acc/fused'}
     assert model(**batch, mode='predict')[0]['modality_scores'] == {}
+
+
+def test_builds_without_a_default_scope():
+    """The data preprocessor is built through mmbal's registry, so no scope is needed."""
+    import subprocess
+    import sys
+    code = ('from mmengine.registry import DefaultScope\n'
+            'from mmbal.registry import MODELS\n'
+            'assert DefaultScope.get_current_instance() is None\n'
+            "m = MODELS.build(dict(type='MultimodalClassifier', encoders=dict(audio=dict("
+            "type='MLPEncoder', in_channels=3, out_channels=2)), fusion=dict(type='ConcatFusion'),"
+            " head=dict(type='LinearClsHead', num_classes=2)))\n"
+            'print(type(m.data_preprocessor).__name__)\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip().splitlines()[-1] == 'MultimodalDataPreprocessor'
