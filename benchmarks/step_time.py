@@ -11,7 +11,8 @@ first ``--warmup`` iterations of every block are discarded.
   -> ``backward`` -> ``SGD.step`` -> ``zero_grad``.
 * **variants** (``mmbal``, ...): an ``MMBalRunner`` built from a config dict
   (``configs/_base_/default_runtime.py`` + model + a registered in-memory
-  dataset + ``DefaultSampler``), trained with the real ``EpochBasedTrainLoop``.
+  dataset + ``DefaultSampler``), trained with the real ``BalanceTrainLoop`` (an
+  ``EpochBasedTrainLoop`` whose iterations run mmbal's training step).
   One epoch is one block. A hook of priority HIGHEST stamps
   ``before_train_iter`` and one of priority LOWEST stamps ``after_train_iter``,
   so the measured step covers data preprocessing, forward, loss, backward,
