@@ -16,6 +16,7 @@ from mmengine.registry import init_default_scope
 
 from mmbal.balance.teachers import UnimodalTeachers, default_teacher_model
 from mmbal.engine import BalanceTrainStep, StepContext, build_runner
+from mmbal.engine.runner.mmbal_runner import attach_balance_modules
 from mmbal.registry import DATASETS, HOOKS, MODELS
 from mmbal.utils import check_top_level_keys
 
@@ -33,8 +34,10 @@ def random_teachers(cfg, model):
 
 
 def build_hooks(cfg, model):
-    """The config's custom hooks, set up on ``model`` as ``before_run``/``before_train`` do."""
+    """The config's custom hooks, set up on ``model`` as ``before_run``/``before_train`` do,
+    with the modules they own attached (as ``MMBalRunner`` does before the optimizer)."""
     hooks = [HOOKS.build(h) for h in cfg.get('custom_hooks', [])]
+    attach_balance_modules(model, hooks)
     for hook in hooks:
         hook.setup(model)
         if hasattr(hook, 'teachers'):  # teachers come from an artifact users make
