@@ -114,8 +114,12 @@ VARIANTS: Dict[str, dict] = {
                 custom_hooks=[dict(type='G2DHook')]),
     'g2d_cache': dict(description='as g2d with the per-sample teacher cache',
                       custom_hooks=[dict(type='G2DHook', cache=True)]),
+    # M + 2 backward passes: d CE(f)/d(encoders), one per aux head's CE, the step's own.
+    'mmpareto': dict(description='mmbal + MMParetoHook (aux heads, per-loss gradients, gamma 1.5)',
+                     custom_hooks=[dict(type='MMParetoHook', gamma=1.5)]),
 }
-DEFAULT_VARIANTS = ('mmbal', 'mmbal_noacc', 'pdmp', 'ogm', 'ogm_ge', 'arl', 'g2d', 'g2d_cache')
+DEFAULT_VARIANTS = ('mmbal', 'mmbal_noacc', 'pdmp', 'ogm', 'ogm_ge', 'arl', 'g2d', 'g2d_cache',
+                    'mmpareto')
 
 
 @dataclass
