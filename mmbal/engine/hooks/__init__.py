@@ -1,7 +1,8 @@
 from .arl_hook import ARLHook
 from .base_balance_hook import BaseBalanceHook
 from .g2d_hook import G2DHook
+from .mla_hook import MLAHook
 from .ogm_ge_hook import OGMGEHook
 from .pdmp_hook import PDMPHook
 
-__all__ = ['BaseBalanceHook', 'PDMPHook', 'OGMGEHook', 'ARLHook', 'G2DHook']
+__all__ = ['BaseBalanceHook', 'PDMPHook', 'OGMGEHook', 'ARLHook', 'G2DHook', 'MLAHook']
