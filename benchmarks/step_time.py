@@ -117,9 +117,15 @@ VARIANTS: Dict[str, dict] = {
     # M + 2 backward passes: d CE(f)/d(encoders), one per aux head's CE, the step's own.
     'mmpareto': dict(description='mmbal + MMParetoHook (aux heads, per-loss gradients, gamma 1.5)',
                      custom_hooks=[dict(type='MMParetoHook', gamma=1.5)]),
+    # MLA changes the model (one head shared by both modalities, sized for the setting by
+    # runner_config) and runs two sub-steps (forward, backward, SGD step) per batch.
+    'mla': dict(description='mmbal + MLAHook (SharedHeadFusion, one sub-step per modality, '
+                            'head gradient projection)',
+                cfg=dict(model=dict(fusion=dict(type='SharedHeadFusion'), head=None)),
+                custom_hooks=[dict(type='MLAHook')]),
 }
 DEFAULT_VARIANTS = ('mmbal', 'mmbal_noacc', 'pdmp', 'ogm', 'ogm_ge', 'arl', 'g2d', 'g2d_cache',
-                    'mmpareto')
+                    'mmpareto', 'mla')
 
 
 @dataclass
@@ -345,7 +351,10 @@ def runner_config(bc: BenchConfig, variant: str, work_dir: str,
     spec = VARIANTS[variant]
     cfg = Config.fromfile(DEFAULT_RUNTIME)
     overrides = copy.deepcopy(spec.get('cfg', {}))
-    cfg.model = _merge(model_cfg(bc), overrides.pop('model', {}))
+    model = _merge(model_cfg(bc), overrides.pop('model', {}))
+    if model.get('head') is None:  # the fusion ends in class logits: size it for the setting
+        model['fusion'].setdefault('num_classes', bc.shape['num_classes'])
+    cfg.model = model
     cfg.work_dir = work_dir
     cfg.experiment_name = f'step_time_{variant}'
     cfg.train_dataloader = dict(

@@ -11,7 +11,8 @@ def setup_cpu_distributed(cfg: Config) -> None:
 
     MMEngine's own ``init_dist`` calls ``torch.cuda.set_device`` and fails on
     CPU; once a group exists the Runner skips it. DDP on CPU needs
-    ``device_ids=None``, which is a config key, not a Runner argument.
+    ``device_ids=None``, which is a config key, not a Runner argument; the other keys of
+    the config's ``model_wrapper_cfg`` are kept.
     """
     if torch.cuda.is_available() or dist.is_initialized():
         return
@@ -22,4 +23,7 @@ def setup_cpu_distributed(cfg: Config) -> None:
                            f'are not set (use tools/dist_train.sh)')
     dist.init_process_group('gloo')
     cfg.env_cfg = dict(cfg.get('env_cfg', {}), dist_cfg=dict(backend='gloo'))
-    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+    # Keep the config's wrapper options (e.g. find_unused_parameters=True, which sub-step
+    # methods need); only the device list is forced.
+    wrapper = dict(cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel'))
+    cfg.model_wrapper_cfg = dict(wrapper, device_ids=None)

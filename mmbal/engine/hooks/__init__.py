@@ -1,8 +1,10 @@
 from .arl_hook import ARLHook
 from .base_balance_hook import BaseBalanceHook
 from .g2d_hook import G2DHook
+from .mla_hook import MLAHook
 from .mmpareto_hook import MMParetoHook
 from .ogm_ge_hook import OGMGEHook
 from .pdmp_hook import PDMPHook
 
-__all__ = ['BaseBalanceHook', 'PDMPHook', 'OGMGEHook', 'ARLHook', 'G2DHook', 'MMParetoHook']
+__all__ = ['BaseBalanceHook', 'PDMPHook', 'OGMGEHook', 'ARLHook', 'G2DHook', 'MMParetoHook',
+           'MLAHook']

@@ -3,6 +3,8 @@ from .concat import ConcatFusion
 from .film import FiLMFusion
 from .gated import GatedFusion
 from .late import LateFusion
+from .shared_head import SharedHeadFusion
 from .sum import SumFusion
 
-__all__ = ['BaseFusion', 'ConcatFusion', 'SumFusion', 'LateFusion', 'FiLMFusion', 'GatedFusion']
+__all__ = ['BaseFusion', 'ConcatFusion', 'SumFusion', 'LateFusion', 'FiLMFusion', 'GatedFusion',
+           'SharedHeadFusion']
