@@ -382,8 +382,10 @@ def test_sub_steps_step_once_per_modality_and_leave_inactive_encoders_untouched(
     stepper.optim_wrapper.optimizer.step = step
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     log = stepper(*batch())
-    assert len(steps) == 2 and set(log) == {'audio/loss', 'audio/loss_uni', 'visual/loss',
-                                            'visual/loss_uni'}
+    # per pass: the trained loss and the accuracy of the one modality it encoded
+    assert len(steps) == 2 and set(log) == {'audio/loss', 'audio/loss_uni', 'audio/acc/audio',
+                                            'visual/loss', 'visual/loss_uni',
+                                            'visual/acc/visual'}
     for active, grads in zip(('audio', 'visual'), grads_at):
         for n, has in grads.items():
             expect = n.startswith(f'encoders.{active}.')

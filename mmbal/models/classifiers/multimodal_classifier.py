@@ -173,11 +173,13 @@ class MultimodalClassifier(BaseModel):
             return {}
         labels = data_samples['gt_label']
         metrics = {}
-        if outputs.fused_logits is not None:
+        complete = outputs.fused_logits is not None
+        if complete:
             metrics['acc/fused'] = _accuracy(outputs.fused_logits, labels)
-            if self.modality_logits is not None:
-                for m, s in outputs.logits(self.modality_logits).items():
-                    metrics[f'acc/{m}'] = _accuracy(s, labels)
+        # A pass of some modalities only (sub-steps) still has analytic per-modality logits.
+        if self.modality_logits is not None and (complete or self.modality_logits == 'analytic'):
+            for m, s in outputs.logits(self.modality_logits).items():
+                metrics[f'acc/{m}'] = _accuracy(s, labels)
         return metrics
 
     def predict(self, outputs: ModalityOutputs,
