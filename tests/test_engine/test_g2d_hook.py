@@ -172,6 +172,8 @@ Z2 = [[0.0, 0.0], [0.0, 0.0]]
 
 def test_sample_scores_classification_and_regression():
     assert sample_scores(t(A_LOGITS), torch.tensor([0, 0])).tolist() == pytest.approx([0.75, 0.5])
+    # SPEC "Clarifications": confidences in float64
+    assert sample_scores(t(A_LOGITS), torch.tensor([0, 0])).dtype == torch.float64
     # regression: 1 - |sigmoid(t) - y|; sigmoid(0) = 1/2, sigmoid(ln 3) = 3/4
     scores = sample_scores(t([[0.0], [LN3]]), torch.tensor([0.5, 0.25]), 'regression')
     assert scores.tolist() == pytest.approx([1.0, 0.5])

@@ -109,6 +109,73 @@ def test_exact_tie(order):
     assert float(out['k'][order[1]]) == pytest.approx(1 - math.tanh(0.8 * 1.2), rel=1e-5)
 
 
+def near_tie_batch(b=64, c=10, seed=0):
+    """Visual sample i = audio sample perm[i] (classes swapped so its true-class logit sits
+    at label y_i), and one visual true-class logit one float32 ulp up.
+
+    So visual's per-sample confidences are audio's in another order, and score_v exceeds
+    score_a by ~3e-10 (relative): far below float32's resolution of a sum of 64
+    probabilities (~1e-7), far above float64's (~1e-15).
+    """
+    g = torch.Generator().manual_seed(seed)
+    audio = torch.randn(b, c, generator=g) * 2
+    labels = torch.randint(0, c, (b, ), generator=g)
+    perm = torch.randperm(b, generator=g)
+    visual = audio[perm].clone()
+    for i, j in enumerate(perm.tolist()):
+        src, dst = int(labels[j]), int(labels[i])
+        visual[i, [src, dst]] = visual[i, [dst, src]]
+    visual[0, labels[0]] = torch.nextafter(visual[0, labels[0]], torch.tensor(math.inf))
+    return audio, visual, labels
+
+
+def exact_score(rows, labels):
+    """sum_i softmax(row_i)[y_i] in exact-rounded double arithmetic (math.fsum)."""
+    total = []
+    for row, y in zip(rows, labels):
+        top = max(row)
+        e = [math.exp(v - top) for v in row]
+        total.append(e[y] / math.fsum(e))
+    return math.fsum(total)
+
+
+@pytest.mark.parametrize('reference_compat', [False, True])
+def test_near_tie_is_decided_in_float64_whatever_the_summation_order(reference_compat):
+    """SPEC "Clarifications": in float32 the decision flips with the batch order."""
+    audio, visual, labels = near_tie_batch()
+    score_a = exact_score(audio.tolist(), labels.tolist())
+    score_v = exact_score(visual.tolist(), labels.tolist())
+    ratio_v = score_v / score_a
+    assert 0 < ratio_v - 1 < 4e-8  # a near tie, visual (barely) ahead
+    k_v = 1 - math.tanh(ALPHA * ratio_v)
+
+    def float32_ratio(order):
+        s = {m: torch.softmax(x[order], 1).gather(1, labels[order].view(-1, 1)).sum()
+             for m, x in (('audio', audio), ('visual', visual))}
+        return float(s['visual'] / s['audio'])
+
+    orders = [torch.randperm(len(labels), generator=torch.Generator().manual_seed(100 + i))
+              for i in range(20)]
+    # The construction: float32 sums put visual above, level with and below audio.
+    f32 = {(r > 1) - (r < 1) for r in map(float32_ratio, orders)}
+    assert f32 == {1, 0, -1}
+    for order in orders:
+        hook = OGMGEHook(alpha=ALPHA, reference_compat=reference_compat)
+        stub_forward(hook, {'audio': audio[order].tolist(), 'visual': visual[order].tolist()},
+                     labels[order].tolist())
+        assert hook.k['visual'].dtype == torch.float64
+        # (the ratio's 1e-8 guard in the denominator moves k by ~2e-9)
+        assert float(hook.k['visual']) == pytest.approx(k_v, rel=1e-8)
+        assert float(hook.k['audio']) == 1.0  # no tie: reference_compat changes nothing
+        assert float(hook._pending['ratio_visual']) == pytest.approx(ratio_v, abs=1e-8)
+    # the pure function on the exact scores
+    out = ogm_coefficients({'audio': torch.tensor(score_a, dtype=torch.float64),
+                            'visual': torch.tensor(score_v, dtype=torch.float64)}, ALPHA,
+                           reference_compat)
+    assert float(out['k']['visual']) == pytest.approx(k_v, rel=1e-8)
+    assert float(out['k']['audio']) == 1.0
+
+
 def test_exact_tie_with_small_scores_reference_compat():
     """An exact tie of scores is a tie whatever their size.
 

@@ -61,17 +61,17 @@ def regression_logit_mse(fused: torch.Tensor, teacher: torch.Tensor) -> torch.Te
 
 def sample_scores(logits: torch.Tensor, labels: torch.Tensor, task: str = 'classification'
                   ) -> torch.Tensor:
-    """Per-sample confidence ``(B,)``, detached.
+    """Per-sample confidence ``(B,)``, detached float64 (SPEC "Clarifications").
 
     classification: ``softmax(logits)[y]``; regression: ``1 - |sigmoid(logits) - y|``
     with ``y`` scaled to [0, 1].
     """
-    logits = logits.detach().float()
+    logits = logits.detach().double()
     if task == 'classification':
         return torch.softmax(logits, dim=1).gather(1, labels.view(-1, 1).long()).squeeze(1)
     if task == 'regression':
         pred = torch.sigmoid(logits.reshape(logits.shape[0], -1)[:, 0])
-        return 1 - (pred - labels.detach().float().reshape(-1)).abs()
+        return 1 - (pred - labels.detach().double().reshape(-1)).abs()
     raise ValueError(f'unknown task {task!r}; expected one of {TASKS}')
 
 
@@ -331,7 +331,7 @@ class G2DHook(BaseBalanceHook):
             _, logits = self.teacher_outputs(data['inputs'], samples)
             labels = samples['gt_label']
             for i, m in enumerate(modalities):
-                sums[i] += sample_scores(logits[m], labels, self.task).double().sum().cpu()
+                sums[i] += sample_scores(logits[m], labels, self.task).sum().cpu()
             sums[-1] += len(labels)
         device = next(model.parameters()).device
         sums = all_reduce_sum(sums.to(device)).cpu()
@@ -373,12 +373,12 @@ class G2DHook(BaseBalanceHook):
         t_feats, t_logits = self.teacher_outputs(outputs.inputs, data_samples)
         s_logits = self._student_logits(model, outputs)
 
-        # Confidences: one all-reduce of [teacher sums, student sums, batch size].
+        # Confidences: one float64 all-reduce of [teacher sums, student sums, batch size].
         local = [sample_scores(t_logits[m], labels, self.task).sum() for m in modalities]
         if s_logits is not None:
             local += [sample_scores(s_logits[m], labels, self.task).sum() for m in modalities]
-        local.append(torch.tensor(float(len(labels)), device=labels.device))
-        sums = all_reduce_sum(torch.stack([v.float() for v in local]))
+        local.append(torch.tensor(float(len(labels)), dtype=torch.float64, device=labels.device))
+        sums = all_reduce_sum(torch.stack(local))
         count = sums[-1].clamp_min(1.0)
         conf = {m: float(sums[i] / count) for i, m in enumerate(modalities)}
         rank_conf = self.dataset_confidence if self.ranking == 'dataset' else conf

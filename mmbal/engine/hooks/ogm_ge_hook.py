@@ -6,6 +6,8 @@ ratio_m = score_m / mean_{n != m} score_n; eq. 10: k_m = 1 - tanh(alpha *
 ratio_m) when ratio_m > 1, else 1. Inside the inclusive epoch window, every
 4-D conv-weight gradient of encoder m becomes g * k_m (+ sigma * eps for GE,
 on every encoder, sigma = unbiased std of the unmodulated g + 1e-8).
+Scores, ratios and k are float64 (SPEC "Clarifications"); k is cast to the
+gradient's dtype only when it is applied.
 """
 from typing import Dict, Sequence
 
@@ -25,11 +27,14 @@ def ogm_coefficients(scores: Dict[str, torch.Tensor], alpha: float,
 
     ``reference_compat`` (M = 2): the reference code's else-branch suppresses
     the first modality on an exact tie (ratio == 1).
-    Returns ``{'ratio': {m: r}, 'k': {m: k}}`` (0-d tensors).
+    Everything is computed in float64: in float32 the decision flips for
+    ``|ratio - 1|`` up to ~4e-8 depending on the order the scores were summed in.
+    Returns ``{'ratio': {m: r}, 'k': {m: k}}`` (0-d float64 tensors).
     """
     names: Sequence[str] = list(scores)
     if len(names) < 2:
         raise ValueError('OGM-GE needs at least two modalities')
+    scores = {m: torch.as_tensor(scores[m]).double() for m in names}
     ratios, ks = {}, {}
     for i, m in enumerate(names):
         others = torch.stack([scores[n] for n in names if n != m]).mean()
@@ -87,6 +92,7 @@ class OGMGEHook(BaseBalanceHook):
         model = ctx.model
         labels = data_samples['gt_label']
         logits = outputs.logits('analytic')
+        # float64 per-sample confidences, summed and all-reduced in float64
         local = torch.stack([gt_confidence(logits[m], labels).sum() for m in model.modalities])
         scores = dict(zip(model.modalities, all_reduce_sum(local)))
         result = ogm_coefficients(scores, self.alpha, self.reference_compat)
