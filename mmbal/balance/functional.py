@@ -6,7 +6,7 @@ are float64 (SPEC "Clarifications": in float32 a near tie of two batch scores
 is decided by the summation order, and the entropy of a saturated probe loses
 its largest term); callers cast only the final coefficient.
 """
-from typing import Iterator, Tuple
+from typing import Iterator, List, Tuple
 
 import torch
 import torch.distributed as dist
@@ -52,6 +52,54 @@ def encoder_conv_weights(encoder: nn.Module) -> Iterator[Tuple[str, nn.Parameter
     for name, param in encoder.named_parameters():
         if param.dim() == 4:
             yield name, param
+
+
+#: ``param_filter`` values of methods that edit a parameter group of an encoder:
+#: ``'conv'`` = every 4-D convolution weight (OGM-GE's and G2D reference_compat's),
+#: ``'weights'`` = every parameter with >= 2 dims (ours: also Linear and Conv1d weights).
+PARAM_FILTERS = ('conv', 'weights')
+
+
+def filtered_params(encoder: nn.Module, param_filter: str) -> List[Tuple[str, nn.Parameter]]:
+    """The ``(name, parameter)`` group of ``encoder`` that ``param_filter`` selects.
+
+    ``'conv'``: the encoder's declared conv weights (``named_conv_weights()``,
+    chosen by module type) that are 4-D, or every 4-D parameter
+    (:func:`encoder_conv_weights`) for a module that declares none. ``'weights'``:
+    every parameter with two or more dims (never biases or norm affines).
+    Selection is by module type and shape, never by parameter names.
+    """
+    if param_filter == 'conv':
+        declared = getattr(encoder, 'named_conv_weights', None)
+        source = declared() if callable(declared) else encoder_conv_weights(encoder)
+        return [(n, p) for n, p in source if p.dim() == 4]
+    if param_filter == 'weights':
+        return [(n, p) for n, p in encoder.named_parameters() if p.dim() >= 2]
+    raise ValueError(f'param_filter={param_filter!r}; expected one of {PARAM_FILTERS}')
+
+
+def check_param_filter(encoders, param_filter: str, owner: str) -> None:
+    """Raise, naming the encoder, if ``param_filter`` selects nothing in one of ``encoders``.
+
+    A method must never compute and log a coefficient that no parameter receives.
+
+    Args:
+        encoders: ``{modality: encoder}``.
+        param_filter: One of :data:`PARAM_FILTERS`.
+        owner: The method, for the message (e.g. ``'OGMGEHook'``).
+    """
+    if param_filter not in PARAM_FILTERS:
+        raise ValueError(f'{owner}: param_filter={param_filter!r}; expected one of '
+                         f'{PARAM_FILTERS}')
+    for m, encoder in encoders.items():
+        if not filtered_params(encoder, param_filter):
+            what = ('4-D convolution weight' if param_filter == 'conv'
+                    else 'parameter with >= 2 dims')
+            hint = (" Set param_filter='weights' (every >= 2-D weight, ours) to modulate it."
+                    if param_filter == 'conv' else '')
+            raise ValueError(f'{owner}: param_filter={param_filter!r} selects no parameter of '
+                             f'encoder {m!r} ({type(encoder).__name__} has no {what}), so its '
+                             f'coefficient would reach nothing.{hint}')
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -511,6 +511,43 @@ def test_reference_compat_gates_only_conv_weights():
             assert torch.equal(results['ref'][n], results['joint'][n]), n
 
 
+def test_reference_compat_on_mlp_encoders_raises_naming_the_encoder():
+    """SPEC "Clarifications": 'conv weights only' with no conv weight is an error at setup."""
+    model = build_model('mlp')
+    with pytest.raises(ValueError, match=r"G2DHook\(reference_compat=True\): "
+                                         r"param_filter='conv' selects no parameter of "
+                                         r"encoder 'audio' \(MLPEncoder"):
+        G2DHook(tau=(1, 1), reference_compat=True).setup(model)
+    G2DHook(tau=(0, 2), reference_compat=True).setup(model)  # SMP off: nothing is gated
+    G2DHook(tau=(1, 1)).setup(model)  # the paper's rule gates every parameter
+    with pytest.raises(ValueError, match="param_filter='weights'.*reference_compat=True"):
+        G2DHook(tau=(1, 1), param_filter='weights')
+    with pytest.raises(ValueError, match="param_filter='bn'.*'conv', 'weights'"):
+        G2DHook(tau=(1, 1), reference_compat=True, param_filter='bn')
+
+
+def test_reference_compat_weights_filter_gates_every_2d_weight_of_an_mlp():
+    base = build_model('mlp')
+    inputs, samples = make_batch('mlp')
+    teachers = teachers_for(base, audio_less_confident=True)
+    results = {}
+    for name, kw, epoch in [('joint', {}, 1),
+                            ('ref', dict(reference_compat=True, param_filter='weights'), 0)]:
+        model = copy.deepcopy(base)
+        hook = G2DHook(tau=(1, 1), **kw)
+        attach(hook, model, teachers)
+        results[name] = grads_at_step(model, hook, inputs, samples, epoch)
+    params = dict(base.named_parameters())
+    gated = [n for n in params if owner(n) == 'visual' and params[n].dim() >= 2]
+    assert gated == ['encoders.visual.layers.0.weight']
+    for n in params:
+        if n in gated:
+            assert results['joint'][n].abs().max() > 0, n
+            assert torch.equal(results['ref'][n], torch.zeros_like(results['ref'][n])), n
+        else:  # visual's bias, audio (prioritized), the fusion's heads
+            assert torch.equal(results['ref'][n], results['joint'][n]), n
+
+
 def test_partial_suppression_scales_all_encoder_grads():
     base = build_model('mlp')
     inputs, samples = make_batch('mlp')

@@ -435,3 +435,90 @@ def test_ge_noise(models):
     g_out, _ = step(copy.deepcopy(base), inputs, samples, hook=hook, epoch=1, it=7)
     for n in g_plain:
         assert torch.equal(g_out[n], g_plain[n]), n
+
+
+# --------------------------------------------------------------------------- param_filter
+def build_mlp_model(seed=0, visual='MLPEncoder'):
+    torch.manual_seed(seed)
+    enc = {'MLPEncoder': dict(type='MLPEncoder', in_channels=3, out_channels=4,
+                              hidden_channels=(5, )),
+           'ResNet18': dict(type='ResNet18', in_channels=3, base_channels=4)}
+    return MODELS.build(dict(
+        type='MultimodalClassifier',
+        encoders=dict(audio=dict(type='MLPEncoder', in_channels=2, out_channels=3),
+                      visual=enc[visual]),
+        fusion=dict(type='ConcatFusion'), head=dict(type='LinearClsHead', num_classes=C)))
+
+
+def test_conv_filter_on_an_mlp_encoder_raises_at_setup_naming_it():
+    """SPEC "Clarifications": a filter that matches nothing is an error, never a silent k."""
+    with pytest.raises(ValueError, match=r"OGMGEHook: param_filter='conv' selects no parameter "
+                                         r"of encoder 'audio' \(MLPEncoder.*'weights'"):
+        OGMGEHook(alpha=ALPHA).setup(build_mlp_model())
+    # ResNet audio, MLP visual: the MLP one is named
+    torch.manual_seed(0)
+    mixed = MODELS.build(dict(
+        type='MultimodalClassifier',
+        encoders=dict(audio=dict(type='ResNet18', in_channels=1, base_channels=4),
+                      visual=dict(type='MLPEncoder', in_channels=3, out_channels=4)),
+        fusion=dict(type='ConcatFusion'), head=dict(type='LinearClsHead', num_classes=C)))
+    with pytest.raises(ValueError, match="encoder 'visual'"):
+        OGMGEHook(alpha=ALPHA).setup(mixed)
+    OGMGEHook(alpha=ALPHA, param_filter='weights').setup(mixed)
+    with pytest.raises(ValueError, match=r"param_filter='linear'.*'conv', 'weights'"):
+        OGMGEHook(alpha=ALPHA, param_filter='linear')
+
+
+def test_conv1d_weights_are_not_conv_weights():
+    """'conv' means 4-D weights: a Conv1d encoder has none (its weights are 3-D)."""
+    from mmbal.balance import check_param_filter, filtered_params
+    enc = torch.nn.Sequential(torch.nn.Conv1d(2, 3, 3), torch.nn.Conv1d(3, 3, 1))
+    assert filtered_params(enc, 'conv') == []
+    assert [n for n, _ in filtered_params(enc, 'weights')] == ['0.weight', '1.weight']
+    with pytest.raises(ValueError, match="encoder 'audio' \\(Sequential"):
+        check_param_filter({'audio': enc}, 'conv', 'OGMGEHook')
+    check_param_filter({'audio': enc}, 'weights', 'OGMGEHook')
+
+
+def test_conv_filter_on_resnet_is_every_4d_weight_in_order():
+    """ResNet encoders are unaffected: 'conv' is exactly every 4-D weight, in the same order
+    (the GE noise seeds are indexed by it)."""
+    from mmbal.balance import encoder_conv_weights, filtered_params
+    model = build_model()
+    for m in model.modalities:
+        enc = model.encoders[m]
+        got = [n for n, _ in filtered_params(enc, 'conv')]
+        assert got == [n for n, p in enc.named_parameters() if p.dim() == 4]
+        assert got == [n for n, _ in encoder_conv_weights(enc)]
+        assert 'stages.1.0.downsample.0.weight' in got and 'stem.0.weight' in got
+
+
+def test_weights_filter_modulates_every_2d_weight_of_an_mlp():
+    base = build_mlp_model()
+    d = base.encoders['audio'].out_channels
+    with torch.no_grad():  # audio dominates
+        base.head.fc.weight[:, :d] *= 4.0
+    g = torch.Generator().manual_seed(1)
+    inputs = {'audio': torch.randn(B, 2, generator=g), 'visual': torch.randn(B, 3, generator=g)}
+    with torch.no_grad():
+        z = {m: base.encoders[m](inputs[m]) for m in base.modalities}
+        W, b = base.head.fc.weight, base.head.fc.bias
+        s = {'audio': (z['audio'] @ W[:, :d].T + b / 2).tolist(),
+             'visual': (z['visual'] @ W[:, d:].T + b / 2).tolist()}
+    labels = [max(range(C), key=lambda c: row[c]) for row in s['audio']]
+    score = {m: sum(gt_prob(r, y) for r, y in zip(s[m], labels)) for m in s}
+    k_a = eq10(score['audio'] / score['visual'])
+    assert k_a < 1
+    samples = {'gt_label': torch.tensor(labels)}
+    g_plain, _ = step(copy.deepcopy(base), inputs, samples)
+    hook = OGMGEHook(alpha=ALPHA, variant='OGM', param_filter='weights')
+    g_hook, _ = step(copy.deepcopy(base), inputs, samples, hook=hook)
+    params = dict(base.named_parameters())
+    scaled = [n for n in params if n.startswith('encoders.audio.') and params[n].dim() >= 2]
+    assert scaled == ['encoders.audio.layers.0.weight']
+    for n in params:
+        if n in scaled:
+            torch.testing.assert_close(g_hook[n], k_a * g_plain[n], rtol=1e-5, atol=1e-10)
+            assert not torch.allclose(g_hook[n], g_plain[n]), n
+        else:  # biases, the other encoder (k = 1), fusion and head
+            assert torch.equal(g_hook[n], g_plain[n]), n

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
-from mmbal.balance.functional import EPS, all_reduce_sum, encoder_conv_weights
+from mmbal.balance.functional import (EPS, PARAM_FILTERS, all_reduce_sum, check_param_filter,
+                                      filtered_params)
 from mmbal.balance.teachers import TeacherCache, UnimodalTeachers, check_cacheable, load_teachers
 from mmbal.engine.step import BalanceTerms
 from mmbal.registry import HOOKS
@@ -131,7 +132,8 @@ def smp_coefficients(ranking: Sequence[str], phase: int, confidence: Dict[str, f
 
 
 def check_g2d_args(tau, ranking: str, task: str, reg_logit, hard_freeze: bool,
-                   partial_suppression: bool, temperature: float) -> None:
+                   partial_suppression: bool, temperature: float,
+                   reference_compat: bool = False, param_filter: Optional[str] = None) -> None:
     """Reject bad hook arguments when the hook is built."""
     if tau is None or len(tau) < 2:
         raise ValueError(f'G2DHook: tau must list one duration (epochs) per modality '
@@ -153,6 +155,15 @@ def check_g2d_args(tau, ranking: str, task: str, reg_logit, hard_freeze: bool,
                          'partial_suppression (gradients scaled by k) exclude each other')
     if temperature <= 0:
         raise ValueError(f'G2DHook: temperature must be > 0, got {temperature}')
+    if param_filter is not None:
+        if not reference_compat:
+            raise ValueError(f'G2DHook: param_filter={param_filter!r} chooses the parameters '
+                             f'reference_compat gates; without reference_compat every '
+                             f'parameter of the other encoders is gated. Set '
+                             f'reference_compat=True or drop param_filter')
+        if param_filter not in PARAM_FILTERS:
+            raise ValueError(f'G2DHook: param_filter={param_filter!r}; expected one of '
+                             f'{PARAM_FILTERS}')
 
 
 @HOOKS.register_module()
@@ -176,6 +187,10 @@ class G2DHook(BaseBalanceHook):
             weight decay do not move them either) instead of multiplying by 0.
         reference_compat: Gate only 4-D conv weights and include epoch
             ``sum(tau[:M-1])`` in the prioritized window, as the reference code.
+        param_filter: With ``reference_compat``, which parameters are gated:
+            ``'conv'`` (default, the reference's: every 4-D convolution weight) or
+            ``'weights'`` (ours: every parameter with >= 2 dims). Setup raises,
+            naming the encoder, if it selects nothing while SMP is on.
         partial_suppression: Table 6 ablation: inside the prioritized window the
             other encoders get ``1 - tanh(alpha c_m / c_p)`` instead of 0.
         alpha: alpha of the partial suppression (paper 1).
@@ -195,11 +210,11 @@ class G2DHook(BaseBalanceHook):
                  hard_freeze: bool = False, reference_compat: bool = False,
                  partial_suppression: bool = False, alpha: float = 1.0,
                  task: str = 'classification', reg_logit: Optional[str] = None,
-                 cache: bool = False) -> None:
+                 cache: bool = False, param_filter: Optional[str] = None) -> None:
         super().__init__()
         tau = list(tau) if tau is not None else None
         check_g2d_args(tau, ranking, task, reg_logit, hard_freeze, partial_suppression,
-                       temperature)
+                       temperature, reference_compat, param_filter)
         self.lambda_feat = float(lambda_feat)
         self.lambda_logit = float(lambda_logit)
         self.temperature = float(temperature)
@@ -210,6 +225,8 @@ class G2DHook(BaseBalanceHook):
         self.ranking = ranking
         self.hard_freeze = hard_freeze
         self.reference_compat = reference_compat
+        # reference_compat gates a parameter group (default the 4-D conv weights)
+        self.param_filter = (param_filter or 'conv') if reference_compat else None
         self.partial_suppression = partial_suppression
         self.alpha = float(alpha)
         self.task = task
@@ -233,6 +250,9 @@ class G2DHook(BaseBalanceHook):
             raise ValueError(f'G2DHook: tau={self.tau} has {len(self.tau)} entries but the '
                              f'model has {len(modalities)} modalities {modalities}: one '
                              f'duration per phase, the last one joint')
+        if self.param_filter is not None and self.smp:
+            check_param_filter({m: model.encoders[m] for m in modalities}, self.param_filter,
+                               'G2DHook(reference_compat=True)')
 
     def before_train(self, runner) -> None:
         """Resolve the teachers (and the dataset ranking) once, when training starts."""
@@ -274,6 +294,7 @@ class G2DHook(BaseBalanceHook):
                   f'lambda_logit={self.lambda_logit}, T={self.temperature}, tau={self.tau} '
                   f'(SMP {"on" if self.smp else "off"}), ranking={self.ranking}, '
                   f'hard_freeze={self.hard_freeze}, reference_compat={self.reference_compat}, '
+                  f'param_filter={self.param_filter}, '
                   f'partial_suppression={self.partial_suppression}, task={self.task}, '
                   f'cache={self.cache is not None}', logger='current')
         if self.dataset_confidence is not None:
@@ -422,8 +443,8 @@ class G2DHook(BaseBalanceHook):
             if k == 1.0:
                 continue
             encoder = model.encoders[m]
-            params = (encoder_conv_weights(encoder) if self.reference_compat
-                      else encoder.named_parameters())
+            params = (filtered_params(encoder, self.param_filter)
+                      if self.param_filter is not None else encoder.named_parameters())
             for _, param in params:
                 if param.grad is None:
                     continue

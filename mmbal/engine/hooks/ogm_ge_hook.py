@@ -4,8 +4,10 @@ SPEC (../shared/methods/SPEC.md, "OGM-GE"): score_m = sum_i softmax(s_m)_i[y_i]
 over the batch (analytic per-modality logits, all-reduced under DDP);
 ratio_m = score_m / mean_{n != m} score_n; eq. 10: k_m = 1 - tanh(alpha *
 ratio_m) when ratio_m > 1, else 1. Inside the inclusive epoch window, every
-4-D conv-weight gradient of encoder m becomes g * k_m (+ sigma * eps for GE,
-on every encoder, sigma = unbiased std of the unmodulated g + 1e-8).
+4-D conv-weight gradient of encoder m (``param_filter='conv'``; ``'weights'``:
+every >= 2-D weight, ours) becomes g * k_m (+ sigma * eps for GE, on every
+encoder, sigma = unbiased std of the unmodulated g + 1e-8). A filter that
+selects nothing in an encoder is an error at setup.
 Scores, ratios and k are float64 (SPEC "Clarifications"); k is cast to the
 gradient's dtype only when it is applied.
 """
@@ -13,8 +15,9 @@ from typing import Dict, Sequence
 
 import torch
 
-from mmbal.balance import all_reduce_sum, encoder_conv_weights, gt_confidence, shared_seed
-from mmbal.balance.functional import EPS
+from mmbal.balance import all_reduce_sum, gt_confidence, shared_seed
+from mmbal.balance.functional import (EPS, PARAM_FILTERS, check_param_filter,
+                                      filtered_params)
 from mmbal.registry import HOOKS
 from .base_balance_hook import BaseBalanceHook
 
@@ -50,7 +53,7 @@ def ogm_coefficients(scores: Dict[str, torch.Tensor], alpha: float,
 
 @HOOKS.register_module()
 class OGMGEHook(BaseBalanceHook):
-    """Modulate conv-weight gradients of the dominant encoder(s) by eq. 10.
+    """Modulate the conv-weight gradients of the dominant encoder(s) by eq. 10.
 
     Args:
         alpha: alpha of eq. 10 (0.8 on CREMA-D, 0.1 on VGGSound in the reference).
@@ -58,15 +61,23 @@ class OGMGEHook(BaseBalanceHook):
         variant: ``'OGM_GE'`` (with noise) or ``'OGM'`` (without).
         reference_compat: the reference code's tie rule (see :func:`ogm_coefficients`).
         seed: Base seed of the GE noise (identical on every rank).
+        param_filter: Which gradients of each encoder are modulated (and get GE
+            noise): ``'conv'`` (the paper's: every 4-D convolution weight) or
+            ``'weights'`` (ours: every parameter with >= 2 dims, e.g. for MLP
+            encoders). Setup raises, naming the encoder, if it selects nothing.
     """
 
     method = 'ogm_ge'
 
     def __init__(self, alpha: float, modulation_starts: int = 0, modulation_ends: int = 50,
-                 variant: str = 'OGM_GE', reference_compat: bool = False, seed: int = 0) -> None:
+                 variant: str = 'OGM_GE', reference_compat: bool = False, seed: int = 0,
+                 param_filter: str = 'conv') -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f'OGMGEHook: unknown variant {variant!r}; expected one of {VARIANTS}')
+        if param_filter not in PARAM_FILTERS:
+            raise ValueError(f'OGMGEHook: param_filter={param_filter!r}; expected one of '
+                             f'{PARAM_FILTERS}')
         if modulation_ends < modulation_starts:
             raise ValueError(f'OGMGEHook: modulation_ends={modulation_ends} is before '
                              f'modulation_starts={modulation_starts}')
@@ -76,6 +87,7 @@ class OGMGEHook(BaseBalanceHook):
         self.variant = variant
         self.reference_compat = reference_compat
         self.seed = seed
+        self.param_filter = param_filter
         self.k: Dict[str, torch.Tensor] = {}
 
     def setup(self, model) -> None:
@@ -84,6 +96,8 @@ class OGMGEHook(BaseBalanceHook):
                              f'{type(model.fusion).__name__} does not have')
         if len(model.modalities) < 2:
             raise ValueError('OGMGEHook needs at least two modalities')
+        check_param_filter({m: model.encoders[m] for m in model.modalities},
+                           self.param_filter, 'OGMGEHook')
 
     def in_window(self, epoch: int) -> bool:
         return self.modulation_starts <= epoch <= self.modulation_ends
@@ -109,7 +123,8 @@ class OGMGEHook(BaseBalanceHook):
             return
         for i, m in enumerate(model.modalities):
             k = self.k[m]
-            for j, (_, param) in enumerate(encoder_conv_weights(model.encoders[m])):
+            for j, (_, param) in enumerate(filtered_params(model.encoders[m],
+                                                           self.param_filter)):
                 grad = param.grad
                 if grad is None:
                     continue
