@@ -15,7 +15,7 @@ import pytest
 import torch
 from dist_utils import run_gloo
 from mmengine.optim import OptimWrapper
-from step_utils import Stepper, capture_step_grads, ctx_for
+from step_utils import Stepper, capture_step_grads, ctx_for, sgd_wrapper
 from torch import nn
 
 from mmbal.balance.teachers import UnimodalTeachers, check_cacheable, random_transforms
@@ -91,10 +91,12 @@ def t(rows):
 
 def stub_pass(hook, modalities, student_feats, fused, labels, student_logits=None,
               sample_idx=None, epoch=0):
-    """Drive ``after_forward`` without a network; returns the extra losses."""
+    """Drive ``after_forward`` without a network, then ``edit_grads`` (each stub pass is one
+    update, as in the step without accumulation); returns the extra losses."""
     model = SimpleNamespace(modalities=list(modalities),
                             modality_logits='analytic' if student_logits else None,
-                            fusion=SimpleNamespace(supports_analytic=False))
+                            fusion=SimpleNamespace(supports_analytic=False),
+                            encoders={m: nn.Identity() for m in modalities})
     b = len(labels)
     outputs = SimpleNamespace(inputs={m: torch.zeros(b, 1) for m in modalities},
                               features=student_feats, fused_logits=fused,
@@ -102,7 +104,10 @@ def stub_pass(hook, modalities, student_feats, fused, labels, student_logits=Non
     samples = {'gt_label': torch.tensor(labels)}
     if sample_idx is not None:
         samples['sample_idx'] = torch.tensor(sample_idx)
-    return hook.after_forward(ctx_for(model, epoch), outputs, samples).losses
+    ctx = ctx_for(model, epoch)
+    losses = hook.after_forward(ctx, outputs, samples).losses
+    hook.edit_grads(ctx)  # closes the update (the stub encoders have no gradients)
+    return losses
 
 
 # --------------------------------------------------------------------------- losses
@@ -710,3 +715,67 @@ def test_teachers_then_g2d_epoch(tmp_path):
         assert r[f'balance/g2d/k_{less}'] == 1.0
         assert math.isfinite(r['loss_g2d_logit']) and 'balance/g2d/conf_student_audio' in r
     assert (tmp_path / 'g2d' / 'test_results.json').exists()  # testing needs no teachers
+
+
+# --------------------------------------------------------------------------- accumulation
+def class_logits(probs, labels):
+    """C-class teacher logits with softmax[y] = p: row (0, .., x, .., 0), x = ln(2p/(1-p))."""
+    rows = []
+    for p, y in zip(probs, labels):
+        row = [0.0] * C
+        row[y] = math.log((C - 1) * p / (1 - p))
+        rows.append(row)
+    return t(rows)
+
+
+@pytest.mark.parametrize('partial', [False, True])
+def test_accumulation_equals_the_large_batch_smp(partial):
+    """SPEC "Clarifications": confidence sums and counts over the micro-batches, SMP decided
+    once at the step. Here the second micro-batch alone would prioritize visual; the update's
+    2B samples prioritize audio."""
+    labels = [0, 1, 2, 0, 1, 2, 0, 1]
+    probs = {'audio': [0.1, 0.2, 0.3, 0.2, 0.8, 0.7, 0.6, 0.7],    # halves 0.2 / 0.7
+             'visual': [0.5, 0.6, 0.4, 0.5, 0.6, 0.5, 0.6, 0.7]}   # halves 0.5 / 0.6
+    c = {m: sum(v) / len(v) for m, v in probs.items()}              # 0.45 / 0.55
+    c_last = {m: sum(v[B:]) / B for m, v in probs.items()}
+    assert c['audio'] < c['visual'] and c_last['visual'] < c_last['audio']
+    base = build_model('mlp')
+    g = torch.Generator().manual_seed(5)
+    inputs = {'audio': torch.randn(2 * B, 3, generator=g),
+              'visual': torch.randn(2 * B, 2, generator=g)}
+    feats = {m: torch.randn(2 * B, base.encoders[m].out_channels, generator=g)
+             for m in base.modalities}
+    logits = {m: class_logits(probs[m], labels) for m in base.modalities}
+    halves = (slice(0, B), slice(B, 2 * B))
+    kw = dict(tau=(1, 1), partial_suppression=partial)
+
+    large = copy.deepcopy(base)
+    hook = G2DHook(**kw)
+    attach(hook, large, fixed_teachers({m: [(feats[m], logits[m])] for m in base.modalities}))
+    Stepper(large, [hook], lr=0.5)(inputs, {'gt_label': torch.tensor(labels)}, it=1)
+
+    acc = copy.deepcopy(base)
+    hook = G2DHook(**kw)
+    attach(hook, acc, fixed_teachers({m: [(feats[m][h], logits[m][h]) for h in halves]
+                                      for m in base.modalities}))
+    wrapper = sgd_wrapper(acc, lr=0.5, accumulative_counts=2)
+    wrapper.initialize_count_status(acc, 0, 2)
+    stepper = Stepper(acc, [hook], optim_wrapper=wrapper)
+    for it, h in enumerate(halves):
+        stepper({m: x[h] for m, x in inputs.items()}, {'gt_label': torch.tensor(labels[h])},
+                it=it)
+    # logged at the update: the 2B samples' confidences (float32 teacher logits) and decision
+    assert float(hook._pending['conf_teacher_audio']) == pytest.approx(c['audio'], rel=1e-6)
+    assert float(hook._pending['conf_teacher_visual']) == pytest.approx(c['visual'], rel=1e-6)
+    k_visual = 1 - math.tanh(c['visual'] / c['audio']) if partial else 0.0
+    assert hook._pending['k_audio'] == 1.0
+    assert hook._pending['k_visual'] == pytest.approx(k_visual, rel=1e-6)
+    assert hook.conf_sums is None and hook.k == {}  # reset for the next update
+    after = dict(acc.named_parameters())
+    before = dict(base.named_parameters())
+    for n, p in large.named_parameters():
+        torch.testing.assert_close(after[n], p, rtol=1e-6, atol=1e-6, msg=n)
+        if owner(n) == 'audio':
+            assert not torch.equal(p, before[n]), n  # the prioritized encoder moved
+        if owner(n) == 'visual' and not partial:
+            assert torch.equal(p, before[n]), n  # grad x 0, no momentum, no decay

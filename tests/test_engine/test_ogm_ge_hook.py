@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from step_utils import ctx_for, step_grads
+from step_utils import Stepper, ctx_for, sgd_wrapper, step_grads
 
 from mmbal.engine.hooks.ogm_ge_hook import OGMGEHook, ogm_coefficients
 from mmbal.registry import MODELS
@@ -522,3 +522,113 @@ def test_weights_filter_modulates_every_2d_weight_of_an_mlp():
             assert not torch.allclose(g_hook[n], g_plain[n]), n
         else:  # biases, the other encoder (k = 1), fusion and head
             assert torch.equal(g_hook[n], g_plain[n]), n
+
+
+# --------------------------------------------------------------------------- accumulation
+def mlp_scores(model, inputs, labels):
+    """Hand score sums of the concat MLP model: s_m = W_m z_m + b/2 (no BN: any split)."""
+    d = model.encoders['audio'].out_channels
+    with torch.no_grad():
+        z = {m: model.encoders[m](inputs[m]) for m in model.modalities}
+        W, b = model.head.fc.weight, model.head.fc.bias
+        s = {'audio': (z['audio'] @ W[:, :d].T + b / 2).tolist(),
+             'visual': (z['visual'] @ W[:, d:].T + b / 2).tolist()}
+    return s, {m: sum(gt_prob(r, y) for r, y in zip(s[m], labels)) for m in s}
+
+
+def accumulation_case(seed=1):
+    """An audio-dominated concat MLP model and a batch of 2B whose two halves give clearly
+    different k (so applying one half's k to the whole update would show)."""
+    base = build_mlp_model()
+    d = base.encoders['audio'].out_channels
+    with torch.no_grad():
+        base.head.fc.weight[:, :d] *= 4.0
+    g = torch.Generator().manual_seed(seed)
+    inputs = {'audio': torch.randn(2 * B, 2, generator=g),
+              'visual': torch.randn(2 * B, 3, generator=g)}
+    s, _ = mlp_scores(base, inputs, [0] * (2 * B))
+    labels = [max(range(C), key=lambda c: row[c]) for row in s['audio']]
+    labels[B:] = [(y + 1) % C for y in labels[B:]]  # the second half: audio mostly wrong
+    return base, inputs, labels
+
+
+def run_accumulated(base, hook, inputs, labels, lr):
+    """Two micro-batches of B (iterations 0, 1) with accumulative_counts=2: one update."""
+    model = copy.deepcopy(base)
+    hook.setup(model)
+    wrapper = sgd_wrapper(model, lr=lr, accumulative_counts=2)
+    wrapper.initialize_count_status(model, 0, 2)
+    stepper = Stepper(model, [hook], optim_wrapper=wrapper)
+    for it, half in enumerate((slice(0, B), slice(B, 2 * B))):
+        stepper({m: x[half] for m, x in inputs.items()},
+                {'gt_label': torch.tensor(labels[half])}, it=it)
+    return model
+
+
+def run_large(base, hook, inputs, labels, lr, it=1):
+    """One batch of 2B at iteration ``it`` (the accumulated run's update iteration)."""
+    model = copy.deepcopy(base)
+    hook.setup(model)
+    Stepper(model, [hook], lr=lr)(inputs, {'gt_label': torch.tensor(labels)}, it=it)
+    return model
+
+
+def test_accumulation_equals_the_large_batch_ogm():
+    """SPEC "Clarifications": scores summed over the micro-batches, k decided once."""
+    base, inputs, labels = accumulation_case()
+    _, score = mlp_scores(base, inputs, labels)
+    k_big = eq10(score['audio'] / score['visual'])
+    _, last = mlp_scores(base, {m: x[B:] for m, x in inputs.items()}, labels[B:])
+    k_last = eq10(last['audio'] / last['visual'])
+    assert k_big < 1 and abs(k_big - k_last) > 1e-2  # the last micro-batch alone differs
+    plain = run_large(base, OGMGEHook(alpha=ALPHA, variant='OGM', param_filter='weights',
+                                      modulation_starts=5, modulation_ends=5),  # epoch 0: off
+                      inputs, labels, lr=0.5)
+    large = run_large(base, OGMGEHook(alpha=ALPHA, variant='OGM', param_filter='weights'),
+                      inputs, labels, lr=0.5)
+    hook = OGMGEHook(alpha=ALPHA, variant='OGM', param_filter='weights')
+    acc = run_accumulated(base, hook, inputs, labels, lr=0.5)
+    assert float(hook._pending['k_audio']) == pytest.approx(k_big, rel=1e-6)  # logged at step
+    assert float(hook._pending['k_visual']) == 1.0
+    assert hook.score_sums is None and hook.k == {}  # reset for the next update
+    after = dict(acc.named_parameters())
+    for n, p in large.named_parameters():
+        torch.testing.assert_close(after[n], p, rtol=1e-6, atol=1e-6, msg=n)
+    # the update really was modulated
+    moved = dict(plain.named_parameters())['encoders.audio.layers.0.weight']
+    assert not torch.allclose(after['encoders.audio.layers.0.weight'], moved, atol=1e-4)
+
+
+def test_accumulation_equals_the_large_batch_ogm_ge_noise_once(monkeypatch):
+    base, inputs, labels = accumulation_case()
+    _, score = mlp_scores(base, inputs, labels)
+    k_big = eq10(score['audio'] / score['visual'])
+    large = run_large(base, OGMGEHook(alpha=ALPHA, param_filter='weights', seed=3),
+                      inputs, labels, lr=0.5)
+    draws = []
+    randn = torch.randn
+
+    def counting_randn(*args, **kwargs):
+        draws.append(tuple(args[0]) if args else None)
+        return randn(*args, **kwargs)
+
+    hook = OGMGEHook(alpha=ALPHA, param_filter='weights', seed=3)
+    applied = []
+    edit = hook.edit_grads
+
+    def record(ctx):
+        applied.append(hook.decide(ctx.model.modalities)['k'])
+        edit(ctx)
+
+    hook.edit_grads = record
+    monkeypatch.setattr(torch, 'randn', counting_randn)
+    acc = run_accumulated(base, hook, inputs, labels, lr=0.5)
+    monkeypatch.setattr(torch, 'randn', randn)
+    (k, ) = applied  # one edit per update
+    assert float(k['audio']) == pytest.approx(k_big, rel=1e-6) and float(k['visual']) == 1.0
+    # noise drawn once per update: one tensor per modulated weight of both encoders
+    weights = [p for m in acc.modalities for p in acc.encoders[m].parameters() if p.dim() >= 2]
+    assert sorted(draws) == sorted(tuple(p.shape) for p in weights)
+    after = dict(acc.named_parameters())
+    for n, p in large.named_parameters():
+        torch.testing.assert_close(after[n], p, rtol=1e-6, atol=1e-6, msg=n)

@@ -12,7 +12,10 @@ SPEC (../shared/methods/SPEC.md, "G2D (seed; ICCV 2025) and UMT as its ablation"
   tau holds M durations in epochs: phase k < M trains only the k-th least
   confident modality, the last phase trains all jointly; "trains only" zeroes
   every parameter gradient of the other encoders after backward (fusion and
-  head never).
+  head never). Under gradient accumulation the confidence sums and counts are
+  added up over the micro-batches of an update and the SMP decision is taken
+  once, from them, when the gradients are edited (k micro-batches of B equal
+  one batch of kB).
 
 UMT is this hook with lambda_logit = 0 and SMP off (tau[0] = 0).
 """
@@ -234,6 +237,8 @@ class G2DHook(BaseBalanceHook):
         self.cache: Optional[TeacherCache] = TeacherCache() if cache else None
         self.teachers: Optional[UnimodalTeachers] = None  # resolved in setup, or injected
         self.dataset_confidence: Optional[Dict[str, float]] = None
+        # [teacher sums (M), student sums (M, if logged), count] of the current update
+        self.conf_sums: Optional[torch.Tensor] = None
         self.k: Dict[str, float] = {}
 
     @property
@@ -394,19 +399,20 @@ class G2DHook(BaseBalanceHook):
         t_feats, t_logits = self.teacher_outputs(outputs.inputs, data_samples)
         s_logits = self._student_logits(model, outputs)
 
-        # Confidences: one float64 all-reduce of [teacher sums, student sums, batch size].
+        # Confidences: one float64 all-reduce of [teacher sums, student sums, batch size],
+        # added to the sums of the update's earlier micro-batches.
         local = [sample_scores(t_logits[m], labels, self.task).sum() for m in modalities]
         if s_logits is not None:
             local += [sample_scores(s_logits[m], labels, self.task).sum() for m in modalities]
         local.append(torch.tensor(float(len(labels)), dtype=torch.float64, device=labels.device))
         sums = all_reduce_sum(torch.stack(local))
+        if self.conf_sums is not None and self.conf_sums.shape != sums.shape:
+            raise ValueError(f'G2DHook: this micro-batch has {sums.numel()} confidence sums, '
+                             f'the earlier ones of the update {self.conf_sums.numel()}')
+        self.conf_sums = sums if self.conf_sums is None else self.conf_sums + sums
+        sums = self.conf_sums
         count = sums[-1].clamp_min(1.0)
-        conf = {m: float(sums[i] / count) for i, m in enumerate(modalities)}
-        rank_conf = self.dataset_confidence if self.ranking == 'dataset' else conf
-        ranking = rank_ascending(rank_conf, modalities)
-        phase = smp_phase(ctx.epoch, self.tau, self.reference_compat)
-        self.k = smp_coefficients(ranking, phase, rank_conf, self.partial_suppression,
-                                  self.alpha)
+        conf, rank_conf, phase, self.k = self.decide(ctx.epoch, modalities)
 
         fused = outputs.fused_logits
         feat_terms = {m: feature_mse(outputs.features[m], t_feats[m]) for m in modalities}
@@ -435,11 +441,30 @@ class G2DHook(BaseBalanceHook):
             losses['loss_g2d_logit'] = self.lambda_logit * sum(logit_terms.values())
         return BalanceTerms(losses=losses)
 
+    def decide(self, epoch: int, modalities: Sequence[str]):
+        """SMP from the confidence sums of the update so far.
+
+        Returns ``(batch confidence, ranking confidence, phase, k)``.
+        """
+        sums = self.conf_sums
+        count = sums[-1].clamp_min(1.0)
+        conf = {m: float(sums[i] / count) for i, m in enumerate(modalities)}
+        rank_conf = self.dataset_confidence if self.ranking == 'dataset' else conf
+        ranking = rank_ascending(rank_conf, modalities)
+        phase = smp_phase(epoch, self.tau, self.reference_compat)
+        k = smp_coefficients(ranking, phase, rank_conf, self.partial_suppression, self.alpha)
+        return conf, rank_conf, phase, k
+
     @torch.no_grad()
     def edit_grads(self, ctx) -> None:
-        """Gate the non-prioritized encoders' gradients (never fusion or head)."""
+        """Decide SMP once from the update's confidence sums; gate the non-prioritized
+        encoders' gradients (never fusion or head); start the next update."""
         model = ctx.model
-        for m, k in self.k.items():
+        if self.conf_sums is None:
+            return
+        _, _, _, k_all = self.decide(ctx.epoch, list(model.modalities))
+        self.conf_sums, self.k = None, {}
+        for m, k in k_all.items():
             if k == 1.0:
                 continue
             encoder = model.encoders[m]
@@ -452,4 +477,3 @@ class G2DHook(BaseBalanceHook):
                     param.grad = None
                 else:
                     param.grad.mul_(k)
-        self.k = {}

@@ -8,10 +8,13 @@ ratio_m) when ratio_m > 1, else 1. Inside the inclusive epoch window, every
 every >= 2-D weight, ours) becomes g * k_m (+ sigma * eps for GE, on every
 encoder, sigma = unbiased std of the unmodulated g + 1e-8). A filter that
 selects nothing in an encoder is an error at setup.
+Under gradient accumulation the scores are summed over the micro-batches of
+an update and k is decided once, from those sums, when the gradients are
+edited: k micro-batches of B equal one batch of kB.
 Scores, ratios and k are float64 (SPEC "Clarifications"); k is cast to the
 gradient's dtype only when it is applied.
 """
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 
@@ -88,6 +91,8 @@ class OGMGEHook(BaseBalanceHook):
         self.reference_compat = reference_compat
         self.seed = seed
         self.param_filter = param_filter
+        # score sums of the micro-batches of the current update (all-reduced), and their k
+        self.score_sums: Optional[torch.Tensor] = None
         self.k: Dict[str, torch.Tensor] = {}
 
     def setup(self, model) -> None:
@@ -102,14 +107,21 @@ class OGMGEHook(BaseBalanceHook):
     def in_window(self, epoch: int) -> bool:
         return self.modulation_starts <= epoch <= self.modulation_ends
 
+    def decide(self, modalities: Sequence[str]) -> Dict[str, Dict[str, torch.Tensor]]:
+        """Eq. 10 from the score sums accumulated so far in this update."""
+        return ogm_coefficients(dict(zip(modalities, self.score_sums)), self.alpha,
+                                self.reference_compat)
+
     def after_forward(self, ctx, outputs, data_samples) -> None:
+        """Add this micro-batch's scores to the update's; log ratio and k of the sums so far."""
         model = ctx.model
         labels = data_samples['gt_label']
         logits = outputs.logits('analytic')
         # float64 per-sample confidences, summed and all-reduced in float64
         local = torch.stack([gt_confidence(logits[m], labels).sum() for m in model.modalities])
-        scores = dict(zip(model.modalities, all_reduce_sum(local)))
-        result = ogm_coefficients(scores, self.alpha, self.reference_compat)
+        scores = all_reduce_sum(local)
+        self.score_sums = scores if self.score_sums is None else self.score_sums + scores
+        result = self.decide(model.modalities)
         self.k = result['k']
         for m in model.modalities:
             self.log(f'ratio_{m}', result['ratio'][m])
@@ -118,11 +130,16 @@ class OGMGEHook(BaseBalanceHook):
 
     @torch.no_grad()
     def edit_grads(self, ctx) -> None:
+        """Decide k once from the update's score sums, modulate, and start the next update."""
         model = ctx.model
-        if not self.in_window(ctx.epoch) or not self.k:
+        if self.score_sums is None:
+            return
+        k_all = self.decide(model.modalities)['k']
+        self.score_sums, self.k = None, {}
+        if not self.in_window(ctx.epoch):
             return
         for i, m in enumerate(model.modalities):
-            k = self.k[m]
+            k = k_all[m]
             for j, (_, param) in enumerate(filtered_params(model.encoders[m],
                                                            self.param_filter)):
                 grad = param.grad
@@ -137,4 +154,3 @@ class OGMGEHook(BaseBalanceHook):
                     grad.mul_(k.to(grad.dtype)).add_(noise * sigma)
                 else:
                     grad.mul_(k.to(grad.dtype))
-        self.k = {}
