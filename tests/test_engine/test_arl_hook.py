@@ -347,6 +347,54 @@ def test_probes_use_the_full_bias():
     assert float(hook.a['audio']) == pytest.approx(a_full[0], rel=1e-5)
 
 
+def build_branch_model(fusion, seed=0):
+    """Headless sum or late fusion over the MLP encoders, biases clearly non-zero."""
+    torch.manual_seed(seed)
+    encoders = {m: dict(type='MLPEncoder', in_channels=IN_CH[m], out_channels=4,
+                        hidden_channels=(5, )) for m in ('audio', 'visual')}
+    cfg = (dict(type='SumFusion', out_channels=C) if fusion == 'sum'
+           else dict(type='LateFusion', num_classes=C))
+    model = MODELS.build(dict(type='MultimodalClassifier', encoders=encoders, fusion=cfg,
+                              head=None, modality_logits='probe'))
+    branches = model.fusion.projections if fusion == 'sum' else model.fusion.heads
+    with torch.no_grad():
+        branches['audio'].bias.copy_(torch.tensor([1.5, -1.0, 0.4]))
+        branches['visual'].bias.copy_(torch.tensor([-0.8, 1.2, 0.9]))
+    return model, branches
+
+
+@pytest.mark.parametrize('fusion', ['sum', 'late'])
+def test_sum_and_late_probes_are_the_branch_logits(fusion):
+    """SPEC "Clarifications": p_m = W_m z_m + b_m (sum), h_m(z_m) (late), by hand."""
+    model, branches = build_branch_model(fusion)
+    inputs, samples = make_batch()
+    labels = samples['gt_label'].tolist()
+    with torch.no_grad():
+        z = {m: model.encoders[m](inputs[m]) for m in model.modalities}
+        p = {m: (z[m] @ branches[m].weight.T + branches[m].bias).tolist() for m in z}
+        bias = {m: branches[m].bias.tolist() for m in z}
+    # the zeroed-partner probe that is avoided: + b_other (sum), (h_m + b_other) / 2 (late)
+    other = {'audio': 'visual', 'visual': 'audio'}
+    div = 1.0 if fusion == 'sum' else 2.0
+    zeroed = {m: [[(v + b) / div for v, b in zip(row, bias[other[m]])] for row in p[m]]
+              for m in p}
+    a = hand_eq18(p['audio'], p['visual'], labels, 4.0)
+    a_zeroed = hand_eq18(zeroed['audio'], zeroed['visual'], labels, 4.0)
+    assert abs(a[0] - a_zeroed[0]) > 1e-3  # the test can tell them apart
+    hook = ARLHook()
+    losses, g_hook = hooked_grads(model, inputs, samples, hook)
+    for i, m in enumerate(('audio', 'visual')):
+        assert logged(hook, f'H_{m}') == pytest.approx(mean_entropy(p[m]), rel=1e-5)
+        assert logged(hook, f'd_{m}') == pytest.approx(mean_gt_prob(p[m], labels), rel=1e-5)
+        assert float(hook.a[m]) == pytest.approx(a[i], rel=1e-5)
+        assert logged(hook, f'ce_{m}') == pytest.approx(hand_ce(p[m], labels), rel=1e-5)
+    expected = 4.0 * (hand_ce(p['audio'], labels) + hand_ce(p['visual'], labels))
+    assert float(losses['loss_unimodal'].detach()) == pytest.approx(expected, rel=1e-5)
+    # ...and the gradient: the plain loss with the same probes, encoders x (1 + a_m)
+    check_factors(g_hook, plain_grads(model, inputs, samples, gamma=4.0),
+                  {'audio': 1 + a[0], 'visual': 1 + a[1]})
+
+
 def test_unimodal_reg_off():
     model = build_model()
     inputs, samples = make_batch()

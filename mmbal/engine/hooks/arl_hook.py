@@ -2,13 +2,15 @@
 
 SPEC (../shared/methods/SPEC.md, "ARL"): probe logits p_m (the shared fusion
 and head with every other modality zeroed; through concat W_m z_m + b with the
-full bias b) train a unimodal loss u_m = CE(p_m, y) (eq. 21), so the loss is
-L = CE(f, y) + gamma * sum_m u_m (eq. 22). From the same probes and the current
-batch: H_m = mean per-sample entropy of softmax(p_m), q_m = 1 / H_m (eq. 17),
-d_m = mean softmax(p_m)[y] (eq. 4), and for M = 2 (m0 = first configured
-modality) eq. 18: [a_0, a_1] = softmax([T q_0/q_1, T d_0/d_1]). The whole
-gradient reaching encoder m (fused loss and probe losses alike) becomes
-g + a_m g (eqs. 19-20): one gate on z_m with coefficient 1 + a_m.
+full bias b; sum and late fusion use the modality's own branch, W_m z_m + b_m
+and h_m(z_m), see ``ModalityOutputs.logits('probe')``) train a unimodal loss
+u_m = CE(p_m, y) (eq. 21), so the loss is L = CE(f, y) + gamma * sum_m u_m
+(eq. 22). From the same probes and the current batch: H_m = mean per-sample
+entropy of softmax(p_m), q_m = 1 / H_m (eq. 17), d_m = mean softmax(p_m)[y]
+(eq. 4), and for M = 2 (m0 = first configured modality) eq. 18:
+[a_0, a_1] = softmax([T q_0/q_1, T d_0/d_1]). The whole gradient reaching
+encoder m (fused loss and probe losses alike) becomes g + a_m g (eqs. 19-20):
+one gate on z_m with coefficient 1 + a_m.
 H, q, d, their ratios and a are float64 (SPEC "Clarifications": q = 1/H of a
 saturated probe has no precision left in float32); the gate gets a Python float.
 """
