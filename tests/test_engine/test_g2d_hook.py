@@ -9,6 +9,7 @@ import copy
 import json
 import math
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -375,6 +376,99 @@ def test_dataset_confidence_averages_every_training_sample():
                'data_samples': {'gt_label': torch.tensor([0, 0])}}] * 3
     conf = hook.compute_dataset_confidence(model, loader)
     assert conf['audio'] == pytest.approx(3.0 / 6) and conf['visual'] == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- dataset ranking
+ROOT = Path(__file__).resolve().parents[2]
+AVD_ROOT = str(ROOT / 'data' / 'avdigits')
+AVD_ENC = {'audio': dict(type='MLPEncoder', in_channels=129 * 63, out_channels=4),
+           'visual': dict(type='MLPEncoder', in_channels=28 * 28, out_channels=3)}
+
+
+def avdigits_cfg(n=6, batch_size=4):
+    """The shipped AV-Digits loaders over n training rows; the TRAIN pipeline adds seeded
+    image noise (deterministic per sample), so train and eval views differ."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(ROOT / 'configs/_base_/datasets/avdigits.py'))
+    for split in ('train', 'val'):
+        loader = cfg[f'{split}_dataloader']
+        loader.update(batch_size=batch_size, num_workers=0, persistent_workers=False)
+        loader.dataset.update(data_root=AVD_ROOT, indices=n)
+    train_pipeline = copy.deepcopy(cfg.train_dataloader.dataset.pipeline)
+    train_pipeline[1] = dict(type='DegradeImage', noise_std=0.8, downscale=1, seed=3)
+    cfg.train_dataloader.dataset.pipeline = train_pipeline
+    return cfg
+
+
+def avdigits_student_and_teachers(seed=0):
+    from mmbal.balance.teachers import default_teacher_model
+    torch.manual_seed(seed)
+    model = MODELS.build(dict(type='MultimodalClassifier', encoders=copy.deepcopy(AVD_ENC),
+                              fusion=dict(type='LateFusion', num_classes=10), head=None))
+    teachers = UnimodalTeachers({m: MODELS.build(default_teacher_model(AVD_ENC[m], m, 10))
+                                 for m in AVD_ENC})
+    return model, teachers
+
+
+def hand_dataset_confidence(cfg, teachers, pipeline):
+    """mean_i softmax(t_m(x_i))[y_i] over every training row, one sample at a time."""
+    from mmbal.registry import DATASETS
+    dataset_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
+    dataset_cfg['pipeline'] = copy.deepcopy(pipeline)
+    dataset = DATASETS.build(dataset_cfg)
+    conf = {m: [] for m in AVD_ENC}
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            sample = dataset[i]
+            y = int(sample['data_samples']['gt_label'])
+            for m, teacher in teachers.teachers.items():
+                z = teacher.encoders[m](sample['inputs'][m][None].float())
+                conf[m].append(softmax(teacher.classify({m: z})[0].tolist())[y])
+    return {m: math.fsum(v) / len(v) for m, v in conf.items()}, len(dataset)
+
+
+def test_dataset_ranking_is_the_whole_training_split_under_training_transforms():
+    """SPEC "G2D": ranking='dataset' averages c_m over the whole TRAINING split under the
+    training transforms, through the core dataset pass (build_split_loader + dataset_pass)."""
+    cfg = avdigits_cfg()
+    model, teachers = avdigits_student_and_teachers()
+    expected, n = hand_dataset_confidence(cfg, teachers, cfg.train_dataloader.dataset.pipeline)
+    eval_view, _ = hand_dataset_confidence(cfg, teachers, cfg.val_dataloader.dataset.pipeline)
+    assert n == 6 and abs(expected['visual'] - eval_view['visual']) > 1e-4  # views differ
+    hook = G2DHook(tau=(1, 1), ranking='dataset')
+    hook.teachers = teachers
+    runner = SimpleNamespace(cfg=cfg)
+    loader = hook._ranking_loader(runner)
+    assert loader.batch_size == 4 and len(loader.dataset) == 6  # batches of 4 + 2
+    rng = torch.get_rng_state()
+    conf = hook.compute_dataset_confidence(model, loader)
+    assert torch.equal(torch.get_rng_state(), rng)  # the pass leaves training's RNG alone
+    for m in AVD_ENC:
+        assert conf[m] == pytest.approx(expected[m], rel=1e-6)
+    assert model.training  # eval mode inside the pass only
+    with pytest.raises(ValueError, match=r'cfg\.train_dataloader'):
+        hook._ranking_loader(SimpleNamespace(cfg=None))
+
+
+def _dataset_rank(rank, world, out_dir):
+    model, teachers = avdigits_student_and_teachers()
+    hook = G2DHook(tau=(1, 1), ranking='dataset')
+    hook.teachers = teachers
+    loader = hook._ranking_loader(SimpleNamespace(cfg=avdigits_cfg(n=7, batch_size=2)))
+    conf = hook.compute_dataset_confidence(model, loader)
+    with open(f'{out_dir}/dataset_rank{rank}_of{world}.json', 'w') as f:
+        json.dump({'conf': conf, 'shard': len(loader.dataset)}, f)
+
+
+def test_dataset_ranking_is_all_reduced_under_ddp(tmp_path):
+    run_gloo(_dataset_rank, str(tmp_path))
+    _dataset_rank(0, 1, str(tmp_path))
+    r0, r1, single = (json.loads((tmp_path / f'dataset_{n}.json').read_text())
+                      for n in ('rank0_of2', 'rank1_of2', 'rank0_of1'))
+    assert (r0['shard'], r1['shard'], single['shard']) == (4, 3, 7)  # each sample once
+    assert r0['conf'] == r1['conf']
+    for m, c in single['conf'].items():  # (float32 teacher logits of other batch shapes)
+        assert r0['conf'][m] == pytest.approx(c, rel=1e-6)
 
 
 # --------------------------------------------------------------------------- gating

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
+from mmbal.balance.dataset_pass import build_split_loader, dataset_pass, mean_of
 from mmbal.balance.functional import (EPS, PARAM_FILTERS, all_reduce_sum, check_param_filter,
                                       filtered_params)
 from mmbal.balance.teachers import TeacherCache, UnimodalTeachers, check_cacheable, load_teachers
@@ -336,34 +337,42 @@ class G2DHook(BaseBalanceHook):
 
     @staticmethod
     def _ranking_loader(runner):
-        """This rank's share of the training split, in order, under the training pipeline."""
-        from mmengine.dist import get_dist_info
-        from torch.utils.data import DataLoader, Subset
-        train = runner.train_dataloader
-        rank, world = get_dist_info()
-        indices = list(range(rank, len(train.dataset), world))
-        return DataLoader(Subset(train.dataset, indices), batch_size=train.batch_size,
-                          shuffle=False, num_workers=train.num_workers,
-                          collate_fn=train.collate_fn)
+        """This rank's share of the whole training split under the training transforms.
 
-    @torch.no_grad()
+        Built from ``runner.cfg`` by :func:`mmbal.balance.build_split_loader`
+        (``split='train'``, ``pipeline='train'``): every sample on exactly one
+        rank, in order, the train loader's batch size, workers and collate.
+        """
+        cfg = getattr(runner, 'cfg', None)
+        if cfg is None or cfg.get('train_dataloader') is None:
+            raise ValueError("G2DHook: ranking='dataset' reads the training split from the "
+                             'runner config (cfg.train_dataloader), which is missing; or set '
+                             'hook.dataset_confidence')
+        workers = int(cfg.train_dataloader.get('num_workers', 0) or 0)
+        return build_split_loader(cfg, split='train', pipeline='train', num_workers=workers)
+
     def compute_dataset_confidence(self, model, loader) -> Dict[str, float]:
-        """c_m averaged over every sample ``loader`` yields (all ranks), once."""
+        """c_m averaged over every sample ``loader`` yields on every rank, once.
+
+        Runs :func:`mmbal.balance.dataset_pass` (no_grad, eval mode, the model's
+        data preprocessor; float64 sums all-reduced; the global random states
+        restored afterwards, so the pass does not shift the training's
+        randomness, random training transforms included).
+        """
         modalities = list(model.modalities)
-        sums = torch.zeros(len(modalities) + 1, dtype=torch.float64)
-        for data in loader:
-            data = model.data_preprocessor(data, False)
+
+        def confidence_sums(data) -> Dict[str, torch.Tensor]:
             samples = data['data_samples']
             _, logits = self.teacher_outputs(data['inputs'], samples)
             labels = samples['gt_label']
-            for i, m in enumerate(modalities):
-                sums[i] += sample_scores(logits[m], labels, self.task).sum().cpu()
-            sums[-1] += len(labels)
-        device = next(model.parameters()).device
-        sums = all_reduce_sum(sums.to(device)).cpu()
-        if sums[-1] == 0:
+            return {'conf': torch.stack([sample_scores(logits[m], labels, self.task).sum()
+                                         for m in modalities])}
+
+        sums = dataset_pass(loader, confidence_sums, model=model)
+        if sums['count'] == 0:
             raise ValueError('G2DHook: the training split is empty')
-        return {m: float(sums[i] / sums[-1]) for i, m in enumerate(modalities)}
+        conf = mean_of(sums['conf'], sums['count'])
+        return {m: float(conf[i]) for i, m in enumerate(modalities)}
 
     # --- per iteration ---------------------------------------------------------------------
     def teacher_outputs(self, inputs: Dict[str, torch.Tensor], data_samples):
