@@ -94,8 +94,55 @@ def test_entropy_by_hand():
     expected = [-sum(p * math.log(p) for p in softmax(r) if p > 0) for r in rows]
     assert expected[1] == pytest.approx(math.log(3))
     got = entropy(torch.tensor(rows, requires_grad=True))
-    assert not got.requires_grad
+    assert not got.requires_grad and got.dtype == torch.float64
     assert got.tolist() == pytest.approx(expected, rel=1e-5, abs=1e-12)
+
+
+def saturated_entropy(L, classes=3):
+    """Entropy of softmax([L, 0, ..., 0]) by hand, with log1p so no term is lost."""
+    t = (classes - 1) * math.exp(-L)
+    log_top, log_rest = -math.log1p(t), -L - math.log1p(t)
+    p_top, p_rest = math.exp(log_top), math.exp(log_rest)
+    return -(p_top * log_top + (classes - 1) * p_rest * log_rest)
+
+
+def test_saturated_probe_entropy_and_q_in_float64():
+    """SPEC "Clarifications": q = 1/H of a saturated probe keeps its precision.
+
+    In float32 log_softmax rounds log p_top to 0, dropping ~1/(L+1) of H; float64
+    keeps H to ~5e-9 (log_softmax's log(1 + t) rounding), checked here at 1e-7.
+    """
+    La, Lv = 21.0, 19.0
+    H = {'audio': saturated_entropy(La), 'visual': saturated_entropy(Lv)}
+    assert 1e-8 < H['audio'] < 1e-7 and 1e-7 < H['visual'] < 1e-6  # above eps: q = 1/H
+    rows = {'audio': [[La, 0.0, 0.0]] * 3, 'visual': [[Lv, 0.0, 0.0]] * 3}
+    labels = [0, 0, 0]
+    got = entropy(torch.tensor(rows['audio']))
+    assert got.dtype == torch.float64
+    assert got.tolist() == pytest.approx([H['audio']] * 3, rel=1e-7)
+    # the float32 computation this replaces is off by more than 4%
+    p32 = torch.log_softmax(torch.tensor(rows['audio'][0]), dim=0)
+    h32 = float(-(p32.exp() * p32).sum())
+    assert abs(h32 / H['audio'] - 1) > 0.04
+
+    T = 4.0
+    q = {m: 1 / H[m] for m in H}
+    d = {'audio': 1 / (1 + 2 * math.exp(-La)), 'visual': 1 / (1 + 2 * math.exp(-Lv))}
+    a = softmax([T * q['audio'] / q['visual'], T * d['audio'] / d['visual']])
+    hook = ARLHook(temperature=T)
+    stub_forward(hook, rows, labels)
+    for i, m in enumerate(('audio', 'visual')):
+        assert logged(hook, f'H_{m}') == pytest.approx(H[m], rel=1e-7)
+        assert logged(hook, f'q_{m}') == pytest.approx(q[m], rel=1e-7)
+        assert hook.a[m].dtype == torch.float64
+        assert float(hook.a[m]) == pytest.approx(a[i], rel=1e-7)
+    assert logged(hook, 'q_ratio_audio_visual') == pytest.approx(H['visual'] / H['audio'],
+                                                                 rel=1e-7)
+    # Below eps (H ~ 1e-9, L = 25) eq. 17's max(H, eps) applies: q = 1/eps exactly.
+    assert saturated_entropy(25.0) < 1e-8
+    H25 = entropy(torch.tensor([[25.0, 0.0, 0.0]]))
+    assert float(H25) == pytest.approx(saturated_entropy(25.0), rel=1e-7)
+    assert float(entropy_q(H25)) == 1e8
 
 
 def test_hand_values_pinned():
@@ -298,6 +345,54 @@ def test_probes_use_the_full_bias():
     hook = ARLHook()
     hooked_grads(model, inputs, samples, hook)
     assert float(hook.a['audio']) == pytest.approx(a_full[0], rel=1e-5)
+
+
+def build_branch_model(fusion, seed=0):
+    """Headless sum or late fusion over the MLP encoders, biases clearly non-zero."""
+    torch.manual_seed(seed)
+    encoders = {m: dict(type='MLPEncoder', in_channels=IN_CH[m], out_channels=4,
+                        hidden_channels=(5, )) for m in ('audio', 'visual')}
+    cfg = (dict(type='SumFusion', out_channels=C) if fusion == 'sum'
+           else dict(type='LateFusion', num_classes=C))
+    model = MODELS.build(dict(type='MultimodalClassifier', encoders=encoders, fusion=cfg,
+                              head=None, modality_logits='probe'))
+    branches = model.fusion.projections if fusion == 'sum' else model.fusion.heads
+    with torch.no_grad():
+        branches['audio'].bias.copy_(torch.tensor([1.5, -1.0, 0.4]))
+        branches['visual'].bias.copy_(torch.tensor([-0.8, 1.2, 0.9]))
+    return model, branches
+
+
+@pytest.mark.parametrize('fusion', ['sum', 'late'])
+def test_sum_and_late_probes_are_the_branch_logits(fusion):
+    """SPEC "Clarifications": p_m = W_m z_m + b_m (sum), h_m(z_m) (late), by hand."""
+    model, branches = build_branch_model(fusion)
+    inputs, samples = make_batch()
+    labels = samples['gt_label'].tolist()
+    with torch.no_grad():
+        z = {m: model.encoders[m](inputs[m]) for m in model.modalities}
+        p = {m: (z[m] @ branches[m].weight.T + branches[m].bias).tolist() for m in z}
+        bias = {m: branches[m].bias.tolist() for m in z}
+    # the zeroed-partner probe that is avoided: + b_other (sum), (h_m + b_other) / 2 (late)
+    other = {'audio': 'visual', 'visual': 'audio'}
+    div = 1.0 if fusion == 'sum' else 2.0
+    zeroed = {m: [[(v + b) / div for v, b in zip(row, bias[other[m]])] for row in p[m]]
+              for m in p}
+    a = hand_eq18(p['audio'], p['visual'], labels, 4.0)
+    a_zeroed = hand_eq18(zeroed['audio'], zeroed['visual'], labels, 4.0)
+    assert abs(a[0] - a_zeroed[0]) > 1e-3  # the test can tell them apart
+    hook = ARLHook()
+    losses, g_hook = hooked_grads(model, inputs, samples, hook)
+    for i, m in enumerate(('audio', 'visual')):
+        assert logged(hook, f'H_{m}') == pytest.approx(mean_entropy(p[m]), rel=1e-5)
+        assert logged(hook, f'd_{m}') == pytest.approx(mean_gt_prob(p[m], labels), rel=1e-5)
+        assert float(hook.a[m]) == pytest.approx(a[i], rel=1e-5)
+        assert logged(hook, f'ce_{m}') == pytest.approx(hand_ce(p[m], labels), rel=1e-5)
+    expected = 4.0 * (hand_ce(p['audio'], labels) + hand_ce(p['visual'], labels))
+    assert float(losses['loss_unimodal'].detach()) == pytest.approx(expected, rel=1e-5)
+    # ...and the gradient: the plain loss with the same probes, encoders x (1 + a_m)
+    check_factors(g_hook, plain_grads(model, inputs, samples, gamma=4.0),
+                  {'audio': 1 + a[0], 'visual': 1 + a[1]})
 
 
 def test_unimodal_reg_off():

@@ -2,6 +2,7 @@
 import json
 import os
 
+import pytest
 import torch
 from dist_utils import run_gloo
 
@@ -57,8 +58,10 @@ def _step(rank, world, out_dir):
     hook.edit_grads = record_k
     stepper(inputs, samples, it=11)
     captured = {'grad': grads['encoders.visual.stem.0.weight'].flatten()[:20].tolist()}
+    ratio = hook._pending['ratio_visual']
     with open(os.path.join(out_dir, f'rank{rank}_of{world}.json'), 'w') as f:
-        json.dump({'k': k, 'grad': captured['grad']}, f)
+        json.dump({'k': k, 'grad': captured['grad'], 'ratio': float(ratio),
+                   'ratio_dtype': str(ratio.dtype)}, f)
 
 
 def test_ogm_ge_coefficients_and_noise_agree_across_ranks(tmp_path):
@@ -69,6 +72,9 @@ def test_ogm_ge_coefficients_and_noise_agree_across_ranks(tmp_path):
     assert r0['k'] == r1['k']
     for m, k in single['k'].items():
         assert abs(r0['k'][m] - k) < 1e-6
+    # the scores are all-reduced in float64 (gloo sums it)
+    assert r0['ratio_dtype'] == r1['ratio_dtype'] == 'torch.float64'
+    assert r0['ratio'] == r1['ratio'] == pytest.approx(single['ratio'], rel=1e-6)
     assert any(v != 1.0 for v in single['k'].values())  # the test exercises a suppression
     # DDP averages the gradients, then the same GE noise is added on both ranks.
     assert r0['grad'] == r1['grad']

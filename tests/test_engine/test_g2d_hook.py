@@ -9,13 +9,14 @@ import copy
 import json
 import math
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from dist_utils import run_gloo
 from mmengine.optim import OptimWrapper
-from step_utils import Stepper, capture_step_grads, ctx_for
+from step_utils import Stepper, capture_step_grads, ctx_for, sgd_wrapper
 from torch import nn
 
 from mmbal.balance.teachers import UnimodalTeachers, check_cacheable, random_transforms
@@ -91,10 +92,12 @@ def t(rows):
 
 def stub_pass(hook, modalities, student_feats, fused, labels, student_logits=None,
               sample_idx=None, epoch=0):
-    """Drive ``after_forward`` without a network; returns the extra losses."""
+    """Drive ``after_forward`` without a network, then ``edit_grads`` (each stub pass is one
+    update, as in the step without accumulation); returns the extra losses."""
     model = SimpleNamespace(modalities=list(modalities),
                             modality_logits='analytic' if student_logits else None,
-                            fusion=SimpleNamespace(supports_analytic=False))
+                            fusion=SimpleNamespace(supports_analytic=False),
+                            encoders={m: nn.Identity() for m in modalities})
     b = len(labels)
     outputs = SimpleNamespace(inputs={m: torch.zeros(b, 1) for m in modalities},
                               features=student_feats, fused_logits=fused,
@@ -102,7 +105,10 @@ def stub_pass(hook, modalities, student_feats, fused, labels, student_logits=Non
     samples = {'gt_label': torch.tensor(labels)}
     if sample_idx is not None:
         samples['sample_idx'] = torch.tensor(sample_idx)
-    return hook.after_forward(ctx_for(model, epoch), outputs, samples).losses
+    ctx = ctx_for(model, epoch)
+    losses = hook.after_forward(ctx, outputs, samples).losses
+    hook.edit_grads(ctx)  # closes the update (the stub encoders have no gradients)
+    return losses
 
 
 # --------------------------------------------------------------------------- losses
@@ -172,6 +178,8 @@ Z2 = [[0.0, 0.0], [0.0, 0.0]]
 
 def test_sample_scores_classification_and_regression():
     assert sample_scores(t(A_LOGITS), torch.tensor([0, 0])).tolist() == pytest.approx([0.75, 0.5])
+    # SPEC "Clarifications": confidences in float64
+    assert sample_scores(t(A_LOGITS), torch.tensor([0, 0])).dtype == torch.float64
     # regression: 1 - |sigmoid(t) - y|; sigmoid(0) = 1/2, sigmoid(ln 3) = 3/4
     scores = sample_scores(t([[0.0], [LN3]]), torch.tensor([0.5, 0.25]), 'regression')
     assert scores.tolist() == pytest.approx([1.0, 0.5])
@@ -370,6 +378,99 @@ def test_dataset_confidence_averages_every_training_sample():
     assert conf['audio'] == pytest.approx(3.0 / 6) and conf['visual'] == pytest.approx(0.5)
 
 
+# --------------------------------------------------------------------------- dataset ranking
+ROOT = Path(__file__).resolve().parents[2]
+AVD_ROOT = str(ROOT / 'data' / 'avdigits')
+AVD_ENC = {'audio': dict(type='MLPEncoder', in_channels=129 * 63, out_channels=4),
+           'visual': dict(type='MLPEncoder', in_channels=28 * 28, out_channels=3)}
+
+
+def avdigits_cfg(n=6, batch_size=4):
+    """The shipped AV-Digits loaders over n training rows; the TRAIN pipeline adds seeded
+    image noise (deterministic per sample), so train and eval views differ."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(ROOT / 'configs/_base_/datasets/avdigits.py'))
+    for split in ('train', 'val'):
+        loader = cfg[f'{split}_dataloader']
+        loader.update(batch_size=batch_size, num_workers=0, persistent_workers=False)
+        loader.dataset.update(data_root=AVD_ROOT, indices=n)
+    train_pipeline = copy.deepcopy(cfg.train_dataloader.dataset.pipeline)
+    train_pipeline[1] = dict(type='DegradeImage', noise_std=0.8, downscale=1, seed=3)
+    cfg.train_dataloader.dataset.pipeline = train_pipeline
+    return cfg
+
+
+def avdigits_student_and_teachers(seed=0):
+    from mmbal.balance.teachers import default_teacher_model
+    torch.manual_seed(seed)
+    model = MODELS.build(dict(type='MultimodalClassifier', encoders=copy.deepcopy(AVD_ENC),
+                              fusion=dict(type='LateFusion', num_classes=10), head=None))
+    teachers = UnimodalTeachers({m: MODELS.build(default_teacher_model(AVD_ENC[m], m, 10))
+                                 for m in AVD_ENC})
+    return model, teachers
+
+
+def hand_dataset_confidence(cfg, teachers, pipeline):
+    """mean_i softmax(t_m(x_i))[y_i] over every training row, one sample at a time."""
+    from mmbal.registry import DATASETS
+    dataset_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
+    dataset_cfg['pipeline'] = copy.deepcopy(pipeline)
+    dataset = DATASETS.build(dataset_cfg)
+    conf = {m: [] for m in AVD_ENC}
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            sample = dataset[i]
+            y = int(sample['data_samples']['gt_label'])
+            for m, teacher in teachers.teachers.items():
+                z = teacher.encoders[m](sample['inputs'][m][None].float())
+                conf[m].append(softmax(teacher.classify({m: z})[0].tolist())[y])
+    return {m: math.fsum(v) / len(v) for m, v in conf.items()}, len(dataset)
+
+
+def test_dataset_ranking_is_the_whole_training_split_under_training_transforms():
+    """SPEC "G2D": ranking='dataset' averages c_m over the whole TRAINING split under the
+    training transforms, through the core dataset pass (build_split_loader + dataset_pass)."""
+    cfg = avdigits_cfg()
+    model, teachers = avdigits_student_and_teachers()
+    expected, n = hand_dataset_confidence(cfg, teachers, cfg.train_dataloader.dataset.pipeline)
+    eval_view, _ = hand_dataset_confidence(cfg, teachers, cfg.val_dataloader.dataset.pipeline)
+    assert n == 6 and abs(expected['visual'] - eval_view['visual']) > 1e-4  # views differ
+    hook = G2DHook(tau=(1, 1), ranking='dataset')
+    hook.teachers = teachers
+    runner = SimpleNamespace(cfg=cfg)
+    loader = hook._ranking_loader(runner)
+    assert loader.batch_size == 4 and len(loader.dataset) == 6  # batches of 4 + 2
+    rng = torch.get_rng_state()
+    conf = hook.compute_dataset_confidence(model, loader)
+    assert torch.equal(torch.get_rng_state(), rng)  # the pass leaves training's RNG alone
+    for m in AVD_ENC:
+        assert conf[m] == pytest.approx(expected[m], rel=1e-6)
+    assert model.training  # eval mode inside the pass only
+    with pytest.raises(ValueError, match=r'cfg\.train_dataloader'):
+        hook._ranking_loader(SimpleNamespace(cfg=None))
+
+
+def _dataset_rank(rank, world, out_dir):
+    model, teachers = avdigits_student_and_teachers()
+    hook = G2DHook(tau=(1, 1), ranking='dataset')
+    hook.teachers = teachers
+    loader = hook._ranking_loader(SimpleNamespace(cfg=avdigits_cfg(n=7, batch_size=2)))
+    conf = hook.compute_dataset_confidence(model, loader)
+    with open(f'{out_dir}/dataset_rank{rank}_of{world}.json', 'w') as f:
+        json.dump({'conf': conf, 'shard': len(loader.dataset)}, f)
+
+
+def test_dataset_ranking_is_all_reduced_under_ddp(tmp_path):
+    run_gloo(_dataset_rank, str(tmp_path))
+    _dataset_rank(0, 1, str(tmp_path))
+    r0, r1, single = (json.loads((tmp_path / f'dataset_{n}.json').read_text())
+                      for n in ('rank0_of2', 'rank1_of2', 'rank0_of1'))
+    assert (r0['shard'], r1['shard'], single['shard']) == (4, 3, 7)  # each sample once
+    assert r0['conf'] == r1['conf']
+    for m, c in single['conf'].items():  # (float32 teacher logits of other batch shapes)
+        assert r0['conf'][m] == pytest.approx(c, rel=1e-6)
+
+
 # --------------------------------------------------------------------------- gating
 B, C = 4, 3
 
@@ -506,6 +607,43 @@ def test_reference_compat_gates_only_conv_weights():
     assert any(results['joint'][n].abs().max() > 0 for n in other)
     for n in params:
         if owner(n) != 'visual':
+            assert torch.equal(results['ref'][n], results['joint'][n]), n
+
+
+def test_reference_compat_on_mlp_encoders_raises_naming_the_encoder():
+    """SPEC "Clarifications": 'conv weights only' with no conv weight is an error at setup."""
+    model = build_model('mlp')
+    with pytest.raises(ValueError, match=r"G2DHook\(reference_compat=True\): "
+                                         r"param_filter='conv' selects no parameter of "
+                                         r"encoder 'audio' \(MLPEncoder"):
+        G2DHook(tau=(1, 1), reference_compat=True).setup(model)
+    G2DHook(tau=(0, 2), reference_compat=True).setup(model)  # SMP off: nothing is gated
+    G2DHook(tau=(1, 1)).setup(model)  # the paper's rule gates every parameter
+    with pytest.raises(ValueError, match="param_filter='weights'.*reference_compat=True"):
+        G2DHook(tau=(1, 1), param_filter='weights')
+    with pytest.raises(ValueError, match="param_filter='bn'.*'conv', 'weights'"):
+        G2DHook(tau=(1, 1), reference_compat=True, param_filter='bn')
+
+
+def test_reference_compat_weights_filter_gates_every_2d_weight_of_an_mlp():
+    base = build_model('mlp')
+    inputs, samples = make_batch('mlp')
+    teachers = teachers_for(base, audio_less_confident=True)
+    results = {}
+    for name, kw, epoch in [('joint', {}, 1),
+                            ('ref', dict(reference_compat=True, param_filter='weights'), 0)]:
+        model = copy.deepcopy(base)
+        hook = G2DHook(tau=(1, 1), **kw)
+        attach(hook, model, teachers)
+        results[name] = grads_at_step(model, hook, inputs, samples, epoch)
+    params = dict(base.named_parameters())
+    gated = [n for n in params if owner(n) == 'visual' and params[n].dim() >= 2]
+    assert gated == ['encoders.visual.layers.0.weight']
+    for n in params:
+        if n in gated:
+            assert results['joint'][n].abs().max() > 0, n
+            assert torch.equal(results['ref'][n], torch.zeros_like(results['ref'][n])), n
+        else:  # visual's bias, audio (prioritized), the fusion's heads
             assert torch.equal(results['ref'][n], results['joint'][n]), n
 
 
@@ -671,3 +809,67 @@ def test_teachers_then_g2d_epoch(tmp_path):
         assert r[f'balance/g2d/k_{less}'] == 1.0
         assert math.isfinite(r['loss_g2d_logit']) and 'balance/g2d/conf_student_audio' in r
     assert (tmp_path / 'g2d' / 'test_results.json').exists()  # testing needs no teachers
+
+
+# --------------------------------------------------------------------------- accumulation
+def class_logits(probs, labels):
+    """C-class teacher logits with softmax[y] = p: row (0, .., x, .., 0), x = ln(2p/(1-p))."""
+    rows = []
+    for p, y in zip(probs, labels):
+        row = [0.0] * C
+        row[y] = math.log((C - 1) * p / (1 - p))
+        rows.append(row)
+    return t(rows)
+
+
+@pytest.mark.parametrize('partial', [False, True])
+def test_accumulation_equals_the_large_batch_smp(partial):
+    """SPEC "Clarifications": confidence sums and counts over the micro-batches, SMP decided
+    once at the step. Here the second micro-batch alone would prioritize visual; the update's
+    2B samples prioritize audio."""
+    labels = [0, 1, 2, 0, 1, 2, 0, 1]
+    probs = {'audio': [0.1, 0.2, 0.3, 0.2, 0.8, 0.7, 0.6, 0.7],    # halves 0.2 / 0.7
+             'visual': [0.5, 0.6, 0.4, 0.5, 0.6, 0.5, 0.6, 0.7]}   # halves 0.5 / 0.6
+    c = {m: sum(v) / len(v) for m, v in probs.items()}              # 0.45 / 0.55
+    c_last = {m: sum(v[B:]) / B for m, v in probs.items()}
+    assert c['audio'] < c['visual'] and c_last['visual'] < c_last['audio']
+    base = build_model('mlp')
+    g = torch.Generator().manual_seed(5)
+    inputs = {'audio': torch.randn(2 * B, 3, generator=g),
+              'visual': torch.randn(2 * B, 2, generator=g)}
+    feats = {m: torch.randn(2 * B, base.encoders[m].out_channels, generator=g)
+             for m in base.modalities}
+    logits = {m: class_logits(probs[m], labels) for m in base.modalities}
+    halves = (slice(0, B), slice(B, 2 * B))
+    kw = dict(tau=(1, 1), partial_suppression=partial)
+
+    large = copy.deepcopy(base)
+    hook = G2DHook(**kw)
+    attach(hook, large, fixed_teachers({m: [(feats[m], logits[m])] for m in base.modalities}))
+    Stepper(large, [hook], lr=0.5)(inputs, {'gt_label': torch.tensor(labels)}, it=1)
+
+    acc = copy.deepcopy(base)
+    hook = G2DHook(**kw)
+    attach(hook, acc, fixed_teachers({m: [(feats[m][h], logits[m][h]) for h in halves]
+                                      for m in base.modalities}))
+    wrapper = sgd_wrapper(acc, lr=0.5, accumulative_counts=2)
+    wrapper.initialize_count_status(acc, 0, 2)
+    stepper = Stepper(acc, [hook], optim_wrapper=wrapper)
+    for it, h in enumerate(halves):
+        stepper({m: x[h] for m, x in inputs.items()}, {'gt_label': torch.tensor(labels[h])},
+                it=it)
+    # logged at the update: the 2B samples' confidences (float32 teacher logits) and decision
+    assert float(hook._pending['conf_teacher_audio']) == pytest.approx(c['audio'], rel=1e-6)
+    assert float(hook._pending['conf_teacher_visual']) == pytest.approx(c['visual'], rel=1e-6)
+    k_visual = 1 - math.tanh(c['visual'] / c['audio']) if partial else 0.0
+    assert hook._pending['k_audio'] == 1.0
+    assert hook._pending['k_visual'] == pytest.approx(k_visual, rel=1e-6)
+    assert hook.conf_sums is None and hook.k == {}  # reset for the next update
+    after = dict(acc.named_parameters())
+    before = dict(base.named_parameters())
+    for n, p in large.named_parameters():
+        torch.testing.assert_close(after[n], p, rtol=1e-6, atol=1e-6, msg=n)
+        if owner(n) == 'audio':
+            assert not torch.equal(p, before[n]), n  # the prioritized encoder moved
+        if owner(n) == 'visual' and not partial:
+            assert torch.equal(p, before[n]), n  # grad x 0, no momentum, no decay

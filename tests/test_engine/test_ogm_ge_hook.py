@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from step_utils import ctx_for, step_grads
+from step_utils import Stepper, ctx_for, sgd_wrapper, step_grads
 
 from mmbal.engine.hooks.ogm_ge_hook import OGMGEHook, ogm_coefficients
 from mmbal.registry import MODELS
@@ -107,6 +107,73 @@ def test_exact_tie(order):
                            reference_compat=True)
     assert float(out['k'][order[0]]) == 1.0
     assert float(out['k'][order[1]]) == pytest.approx(1 - math.tanh(0.8 * 1.2), rel=1e-5)
+
+
+def near_tie_batch(b=64, c=10, seed=0):
+    """Visual sample i = audio sample perm[i] (classes swapped so its true-class logit sits
+    at label y_i), and one visual true-class logit one float32 ulp up.
+
+    So visual's per-sample confidences are audio's in another order, and score_v exceeds
+    score_a by ~3e-10 (relative): far below float32's resolution of a sum of 64
+    probabilities (~1e-7), far above float64's (~1e-15).
+    """
+    g = torch.Generator().manual_seed(seed)
+    audio = torch.randn(b, c, generator=g) * 2
+    labels = torch.randint(0, c, (b, ), generator=g)
+    perm = torch.randperm(b, generator=g)
+    visual = audio[perm].clone()
+    for i, j in enumerate(perm.tolist()):
+        src, dst = int(labels[j]), int(labels[i])
+        visual[i, [src, dst]] = visual[i, [dst, src]]
+    visual[0, labels[0]] = torch.nextafter(visual[0, labels[0]], torch.tensor(math.inf))
+    return audio, visual, labels
+
+
+def exact_score(rows, labels):
+    """sum_i softmax(row_i)[y_i] in exact-rounded double arithmetic (math.fsum)."""
+    total = []
+    for row, y in zip(rows, labels):
+        top = max(row)
+        e = [math.exp(v - top) for v in row]
+        total.append(e[y] / math.fsum(e))
+    return math.fsum(total)
+
+
+@pytest.mark.parametrize('reference_compat', [False, True])
+def test_near_tie_is_decided_in_float64_whatever_the_summation_order(reference_compat):
+    """SPEC "Clarifications": in float32 the decision flips with the batch order."""
+    audio, visual, labels = near_tie_batch()
+    score_a = exact_score(audio.tolist(), labels.tolist())
+    score_v = exact_score(visual.tolist(), labels.tolist())
+    ratio_v = score_v / score_a
+    assert 0 < ratio_v - 1 < 4e-8  # a near tie, visual (barely) ahead
+    k_v = 1 - math.tanh(ALPHA * ratio_v)
+
+    def float32_ratio(order):
+        s = {m: torch.softmax(x[order], 1).gather(1, labels[order].view(-1, 1)).sum()
+             for m, x in (('audio', audio), ('visual', visual))}
+        return float(s['visual'] / s['audio'])
+
+    orders = [torch.randperm(len(labels), generator=torch.Generator().manual_seed(100 + i))
+              for i in range(20)]
+    # The construction: float32 sums put visual above, level with and below audio.
+    f32 = {(r > 1) - (r < 1) for r in map(float32_ratio, orders)}
+    assert f32 == {1, 0, -1}
+    for order in orders:
+        hook = OGMGEHook(alpha=ALPHA, reference_compat=reference_compat)
+        stub_forward(hook, {'audio': audio[order].tolist(), 'visual': visual[order].tolist()},
+                     labels[order].tolist())
+        assert hook.k['visual'].dtype == torch.float64
+        # (the ratio's 1e-8 guard in the denominator moves k by ~2e-9)
+        assert float(hook.k['visual']) == pytest.approx(k_v, rel=1e-8)
+        assert float(hook.k['audio']) == 1.0  # no tie: reference_compat changes nothing
+        assert float(hook._pending['ratio_visual']) == pytest.approx(ratio_v, abs=1e-8)
+    # the pure function on the exact scores
+    out = ogm_coefficients({'audio': torch.tensor(score_a, dtype=torch.float64),
+                            'visual': torch.tensor(score_v, dtype=torch.float64)}, ALPHA,
+                           reference_compat)
+    assert float(out['k']['visual']) == pytest.approx(k_v, rel=1e-8)
+    assert float(out['k']['audio']) == 1.0
 
 
 def test_exact_tie_with_small_scores_reference_compat():
@@ -368,3 +435,200 @@ def test_ge_noise(models):
     g_out, _ = step(copy.deepcopy(base), inputs, samples, hook=hook, epoch=1, it=7)
     for n in g_plain:
         assert torch.equal(g_out[n], g_plain[n]), n
+
+
+# --------------------------------------------------------------------------- param_filter
+def build_mlp_model(seed=0, visual='MLPEncoder'):
+    torch.manual_seed(seed)
+    enc = {'MLPEncoder': dict(type='MLPEncoder', in_channels=3, out_channels=4,
+                              hidden_channels=(5, )),
+           'ResNet18': dict(type='ResNet18', in_channels=3, base_channels=4)}
+    return MODELS.build(dict(
+        type='MultimodalClassifier',
+        encoders=dict(audio=dict(type='MLPEncoder', in_channels=2, out_channels=3),
+                      visual=enc[visual]),
+        fusion=dict(type='ConcatFusion'), head=dict(type='LinearClsHead', num_classes=C)))
+
+
+def test_conv_filter_on_an_mlp_encoder_raises_at_setup_naming_it():
+    """SPEC "Clarifications": a filter that matches nothing is an error, never a silent k."""
+    with pytest.raises(ValueError, match=r"OGMGEHook: param_filter='conv' selects no parameter "
+                                         r"of encoder 'audio' \(MLPEncoder.*'weights'"):
+        OGMGEHook(alpha=ALPHA).setup(build_mlp_model())
+    # ResNet audio, MLP visual: the MLP one is named
+    torch.manual_seed(0)
+    mixed = MODELS.build(dict(
+        type='MultimodalClassifier',
+        encoders=dict(audio=dict(type='ResNet18', in_channels=1, base_channels=4),
+                      visual=dict(type='MLPEncoder', in_channels=3, out_channels=4)),
+        fusion=dict(type='ConcatFusion'), head=dict(type='LinearClsHead', num_classes=C)))
+    with pytest.raises(ValueError, match="encoder 'visual'"):
+        OGMGEHook(alpha=ALPHA).setup(mixed)
+    OGMGEHook(alpha=ALPHA, param_filter='weights').setup(mixed)
+    with pytest.raises(ValueError, match=r"param_filter='linear'.*'conv', 'weights'"):
+        OGMGEHook(alpha=ALPHA, param_filter='linear')
+
+
+def test_conv1d_weights_are_not_conv_weights():
+    """'conv' means 4-D weights: a Conv1d encoder has none (its weights are 3-D)."""
+    from mmbal.balance import check_param_filter, filtered_params
+    enc = torch.nn.Sequential(torch.nn.Conv1d(2, 3, 3), torch.nn.Conv1d(3, 3, 1))
+    assert filtered_params(enc, 'conv') == []
+    assert [n for n, _ in filtered_params(enc, 'weights')] == ['0.weight', '1.weight']
+    with pytest.raises(ValueError, match="encoder 'audio' \\(Sequential"):
+        check_param_filter({'audio': enc}, 'conv', 'OGMGEHook')
+    check_param_filter({'audio': enc}, 'weights', 'OGMGEHook')
+
+
+def test_conv_filter_on_resnet_is_every_4d_weight_in_order():
+    """ResNet encoders are unaffected: 'conv' is exactly every 4-D weight, in the same order
+    (the GE noise seeds are indexed by it)."""
+    from mmbal.balance import encoder_conv_weights, filtered_params
+    model = build_model()
+    for m in model.modalities:
+        enc = model.encoders[m]
+        got = [n for n, _ in filtered_params(enc, 'conv')]
+        assert got == [n for n, p in enc.named_parameters() if p.dim() == 4]
+        assert got == [n for n, _ in encoder_conv_weights(enc)]
+        assert 'stages.1.0.downsample.0.weight' in got and 'stem.0.weight' in got
+
+
+def test_weights_filter_modulates_every_2d_weight_of_an_mlp():
+    base = build_mlp_model()
+    d = base.encoders['audio'].out_channels
+    with torch.no_grad():  # audio dominates
+        base.head.fc.weight[:, :d] *= 4.0
+    g = torch.Generator().manual_seed(1)
+    inputs = {'audio': torch.randn(B, 2, generator=g), 'visual': torch.randn(B, 3, generator=g)}
+    with torch.no_grad():
+        z = {m: base.encoders[m](inputs[m]) for m in base.modalities}
+        W, b = base.head.fc.weight, base.head.fc.bias
+        s = {'audio': (z['audio'] @ W[:, :d].T + b / 2).tolist(),
+             'visual': (z['visual'] @ W[:, d:].T + b / 2).tolist()}
+    labels = [max(range(C), key=lambda c: row[c]) for row in s['audio']]
+    score = {m: sum(gt_prob(r, y) for r, y in zip(s[m], labels)) for m in s}
+    k_a = eq10(score['audio'] / score['visual'])
+    assert k_a < 1
+    samples = {'gt_label': torch.tensor(labels)}
+    g_plain, _ = step(copy.deepcopy(base), inputs, samples)
+    hook = OGMGEHook(alpha=ALPHA, variant='OGM', param_filter='weights')
+    g_hook, _ = step(copy.deepcopy(base), inputs, samples, hook=hook)
+    params = dict(base.named_parameters())
+    scaled = [n for n in params if n.startswith('encoders.audio.') and params[n].dim() >= 2]
+    assert scaled == ['encoders.audio.layers.0.weight']
+    for n in params:
+        if n in scaled:
+            torch.testing.assert_close(g_hook[n], k_a * g_plain[n], rtol=1e-5, atol=1e-10)
+            assert not torch.allclose(g_hook[n], g_plain[n]), n
+        else:  # biases, the other encoder (k = 1), fusion and head
+            assert torch.equal(g_hook[n], g_plain[n]), n
+
+
+# --------------------------------------------------------------------------- accumulation
+def mlp_scores(model, inputs, labels):
+    """Hand score sums of the concat MLP model: s_m = W_m z_m + b/2 (no BN: any split)."""
+    d = model.encoders['audio'].out_channels
+    with torch.no_grad():
+        z = {m: model.encoders[m](inputs[m]) for m in model.modalities}
+        W, b = model.head.fc.weight, model.head.fc.bias
+        s = {'audio': (z['audio'] @ W[:, :d].T + b / 2).tolist(),
+             'visual': (z['visual'] @ W[:, d:].T + b / 2).tolist()}
+    return s, {m: sum(gt_prob(r, y) for r, y in zip(s[m], labels)) for m in s}
+
+
+def accumulation_case(seed=1):
+    """An audio-dominated concat MLP model and a batch of 2B whose two halves give clearly
+    different k (so applying one half's k to the whole update would show)."""
+    base = build_mlp_model()
+    d = base.encoders['audio'].out_channels
+    with torch.no_grad():
+        base.head.fc.weight[:, :d] *= 4.0
+    g = torch.Generator().manual_seed(seed)
+    inputs = {'audio': torch.randn(2 * B, 2, generator=g),
+              'visual': torch.randn(2 * B, 3, generator=g)}
+    s, _ = mlp_scores(base, inputs, [0] * (2 * B))
+    labels = [max(range(C), key=lambda c: row[c]) for row in s['audio']]
+    labels[B:] = [(y + 1) % C for y in labels[B:]]  # the second half: audio mostly wrong
+    return base, inputs, labels
+
+
+def run_accumulated(base, hook, inputs, labels, lr):
+    """Two micro-batches of B (iterations 0, 1) with accumulative_counts=2: one update."""
+    model = copy.deepcopy(base)
+    hook.setup(model)
+    wrapper = sgd_wrapper(model, lr=lr, accumulative_counts=2)
+    wrapper.initialize_count_status(model, 0, 2)
+    stepper = Stepper(model, [hook], optim_wrapper=wrapper)
+    for it, half in enumerate((slice(0, B), slice(B, 2 * B))):
+        stepper({m: x[half] for m, x in inputs.items()},
+                {'gt_label': torch.tensor(labels[half])}, it=it)
+    return model
+
+
+def run_large(base, hook, inputs, labels, lr, it=1):
+    """One batch of 2B at iteration ``it`` (the accumulated run's update iteration)."""
+    model = copy.deepcopy(base)
+    hook.setup(model)
+    Stepper(model, [hook], lr=lr)(inputs, {'gt_label': torch.tensor(labels)}, it=it)
+    return model
+
+
+def test_accumulation_equals_the_large_batch_ogm():
+    """SPEC "Clarifications": scores summed over the micro-batches, k decided once."""
+    base, inputs, labels = accumulation_case()
+    _, score = mlp_scores(base, inputs, labels)
+    k_big = eq10(score['audio'] / score['visual'])
+    _, last = mlp_scores(base, {m: x[B:] for m, x in inputs.items()}, labels[B:])
+    k_last = eq10(last['audio'] / last['visual'])
+    assert k_big < 1 and abs(k_big - k_last) > 1e-2  # the last micro-batch alone differs
+    plain = run_large(base, OGMGEHook(alpha=ALPHA, variant='OGM', param_filter='weights',
+                                      modulation_starts=5, modulation_ends=5),  # epoch 0: off
+                      inputs, labels, lr=0.5)
+    large = run_large(base, OGMGEHook(alpha=ALPHA, variant='OGM', param_filter='weights'),
+                      inputs, labels, lr=0.5)
+    hook = OGMGEHook(alpha=ALPHA, variant='OGM', param_filter='weights')
+    acc = run_accumulated(base, hook, inputs, labels, lr=0.5)
+    assert float(hook._pending['k_audio']) == pytest.approx(k_big, rel=1e-6)  # logged at step
+    assert float(hook._pending['k_visual']) == 1.0
+    assert hook.score_sums is None and hook.k == {}  # reset for the next update
+    after = dict(acc.named_parameters())
+    for n, p in large.named_parameters():
+        torch.testing.assert_close(after[n], p, rtol=1e-6, atol=1e-6, msg=n)
+    # the update really was modulated
+    moved = dict(plain.named_parameters())['encoders.audio.layers.0.weight']
+    assert not torch.allclose(after['encoders.audio.layers.0.weight'], moved, atol=1e-4)
+
+
+def test_accumulation_equals_the_large_batch_ogm_ge_noise_once(monkeypatch):
+    base, inputs, labels = accumulation_case()
+    _, score = mlp_scores(base, inputs, labels)
+    k_big = eq10(score['audio'] / score['visual'])
+    large = run_large(base, OGMGEHook(alpha=ALPHA, param_filter='weights', seed=3),
+                      inputs, labels, lr=0.5)
+    draws = []
+    randn = torch.randn
+
+    def counting_randn(*args, **kwargs):
+        draws.append(tuple(args[0]) if args else None)
+        return randn(*args, **kwargs)
+
+    hook = OGMGEHook(alpha=ALPHA, param_filter='weights', seed=3)
+    applied = []
+    edit = hook.edit_grads
+
+    def record(ctx):
+        applied.append(hook.decide(ctx.model.modalities)['k'])
+        edit(ctx)
+
+    hook.edit_grads = record
+    monkeypatch.setattr(torch, 'randn', counting_randn)
+    acc = run_accumulated(base, hook, inputs, labels, lr=0.5)
+    monkeypatch.setattr(torch, 'randn', randn)
+    (k, ) = applied  # one edit per update
+    assert float(k['audio']) == pytest.approx(k_big, rel=1e-6) and float(k['visual']) == 1.0
+    # noise drawn once per update: one tensor per modulated weight of both encoders
+    weights = [p for m in acc.modalities for p in acc.encoders[m].parameters() if p.dim() >= 2]
+    assert sorted(draws) == sorted(tuple(p.shape) for p in weights)
+    after = dict(acc.named_parameters())
+    for n, p in large.named_parameters():
+        torch.testing.assert_close(after[n], p, rtol=1e-6, atol=1e-6, msg=n)

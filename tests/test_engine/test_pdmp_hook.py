@@ -225,6 +225,11 @@ def test_logit_magnitude_ratio_by_hand():
     w = logit_magnitude_ratio(first, second)
     assert float(w) == pytest.approx(10.5 / 7, rel=1e-6)
     assert not w.requires_grad
+    assert w.dtype == torch.float64  # SPEC "Clarifications": statistics in float64
+    # float64 sums: 2^24 + 1, which float32 rounds to 2^24 (w would be exactly 1), is kept
+    big = torch.tensor([[2.0**24, 1.0]])
+    w = logit_magnitude_ratio(big, torch.tensor([[2.0**24]]))
+    assert float(w) == pytest.approx(1 + 2.0**-24, rel=1e-12)
     w = logit_magnitude_ratio(first.requires_grad_(), second)
     assert not w.requires_grad  # detached
 

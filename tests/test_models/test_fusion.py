@@ -48,6 +48,55 @@ def test_concat_probe_is_column_block_plus_full_bias():
     torch.testing.assert_close(p['visual'], out.features['visual'] @ w[:, 6:].T + b)
 
 
+def test_sum_and_late_probes_are_their_own_branch():
+    """SPEC "Clarifications": sum -> W_m z_m + b_m, late -> h_m(z_m) (the analytic logits),
+    not the fusion with the partner zeroed (which adds b_other, or gives (h_m + b_other)/2)."""
+    x = batch()
+    model = build(dict(type='SumFusion', out_channels=5), head=None, modality_logits='probe')
+    assert model.fusion.probe_is_branch
+    with torch.no_grad():
+        for proj in model.fusion.projections.values():
+            proj.bias.uniform_(1.0, 2.0)  # biases far from 0: leaking one would show
+    out = model.run(x)
+    p, proj = out.logits('probe'), model.fusion.projections
+    for m, other in (('audio', 'visual'), ('visual', 'audio')):
+        z = out.features[m]
+        assert torch.equal(p[m], proj[m](z))
+        torch.testing.assert_close(p[m], z @ proj[m].weight.T + proj[m].bias)
+        zeroed = model.classify({m: z, other: torch.zeros_like(out.features[other])})
+        torch.testing.assert_close(zeroed, p[m] + proj[other].bias)  # what is avoided
+    torch.testing.assert_close(p['audio'], out.logits('analytic')['audio'])
+
+    model = build(dict(type='LateFusion', num_classes=5), head=None, modality_logits='probe')
+    assert model.fusion.probe_is_branch
+    with torch.no_grad():
+        for h in model.fusion.heads.values():
+            h.bias.uniform_(1.0, 2.0)
+    out = model.run(x)
+    p, heads = out.logits('probe'), model.fusion.heads
+    for m, other in (('audio', 'visual'), ('visual', 'audio')):
+        z = out.features[m]
+        torch.testing.assert_close(p[m], z @ heads[m].weight.T + heads[m].bias)
+        zeroed = model.classify({m: z, other: torch.zeros_like(out.features[other])})
+        torch.testing.assert_close(zeroed, (p[m] + heads[other].bias) / 2)  # what is avoided
+    assert torch.equal(p['visual'], out.logits('analytic')['visual'])
+
+
+def test_sum_with_head_probe_is_its_branch_through_the_full_head():
+    """Ours (SPEC names the headless sum): head(W_m z_m + b_m), the head's full bias."""
+    model = build(dict(type='SumFusion', out_channels=7), modality_logits='probe')
+    out = model.run(batch())
+    p, proj, fc = out.logits('probe'), model.fusion.projections, model.head.fc
+    for m in ('audio', 'visual'):
+        branch = out.features[m] @ proj[m].weight.T + proj[m].bias
+        torch.testing.assert_close(p[m], branch @ fc.weight.T + fc.bias)
+
+
+def test_concat_and_multiplicative_fusions_keep_the_zeroed_partner_probe():
+    assert not any(MODELS.get(f).probe_is_branch
+                   for f in ('ConcatFusion', 'FiLMFusion', 'GatedFusion'))
+
+
 def test_sum_without_head_is_the_reference_sum_model():
     model = build(dict(type='SumFusion', out_channels=5), head=None)
     out = model.run(batch())

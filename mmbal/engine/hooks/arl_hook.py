@@ -2,13 +2,17 @@
 
 SPEC (../shared/methods/SPEC.md, "ARL"): probe logits p_m (the shared fusion
 and head with every other modality zeroed; through concat W_m z_m + b with the
-full bias b) train a unimodal loss u_m = CE(p_m, y) (eq. 21), so the loss is
-L = CE(f, y) + gamma * sum_m u_m (eq. 22). From the same probes and the current
-batch: H_m = mean per-sample entropy of softmax(p_m), q_m = 1 / H_m (eq. 17),
-d_m = mean softmax(p_m)[y] (eq. 4), and for M = 2 (m0 = first configured
-modality) eq. 18: [a_0, a_1] = softmax([T q_0/q_1, T d_0/d_1]). The whole
-gradient reaching encoder m (fused loss and probe losses alike) becomes
-g + a_m g (eqs. 19-20): one gate on z_m with coefficient 1 + a_m.
+full bias b; sum and late fusion use the modality's own branch, W_m z_m + b_m
+and h_m(z_m), see ``ModalityOutputs.logits('probe')``) train a unimodal loss
+u_m = CE(p_m, y) (eq. 21), so the loss is L = CE(f, y) + gamma * sum_m u_m
+(eq. 22). From the same probes and the current batch: H_m = mean per-sample
+entropy of softmax(p_m), q_m = 1 / H_m (eq. 17), d_m = mean softmax(p_m)[y]
+(eq. 4), and for M = 2 (m0 = first configured modality) eq. 18:
+[a_0, a_1] = softmax([T q_0/q_1, T d_0/d_1]). The whole gradient reaching
+encoder m (fused loss and probe losses alike) becomes g + a_m g (eqs. 19-20):
+one gate on z_m with coefficient 1 + a_m.
+H, q, d, their ratios and a are float64 (SPEC "Clarifications": q = 1/H of a
+saturated probe has no precision left in float32); the gate gets a Python float.
 """
 from typing import Dict, List, Optional, Sequence
 
@@ -32,8 +36,8 @@ REFERENCE_H_FLOOR = 0.3
 
 # --------------------------------------------------------------------------- pure math
 def entropy_q(H: torch.Tensor) -> torch.Tensor:
-    """Eq. 17: q_m = 1 / max(H_m, eps) for a vector of mean entropies ``(M,)``."""
-    return 1.0 / H.clamp(min=EPS)
+    """Eq. 17: q_m = 1 / max(H_m, eps) for a vector of mean entropies ``(M,)``, in float64."""
+    return 1.0 / H.double().clamp(min=EPS)
 
 
 def eq18_coefficients(q: torch.Tensor, d: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -45,11 +49,12 @@ def eq18_coefficients(q: torch.Tensor, d: torch.Tensor, temperature: float) -> t
     Args:
         q, d: ``(2,)`` in config order.
     Returns:
-        ``(2,)`` coefficients a.
+        ``(2,)`` float64 coefficients a.
     """
     if q.numel() != 2 or d.numel() != 2:
         raise ValueError(f"eq. 18 is defined for two modalities, got {q.numel()}; use "
                          f"coef_form='share_ratio' for M > 2")
+    q, d = q.double(), d.double()
     logits = torch.stack([temperature * q[0] / (q[1] + EPS),
                           temperature * d[0] / (d[1] + EPS)])
     return torch.softmax(logits, dim=0)
@@ -62,8 +67,9 @@ def share_ratio_coefficients(q: torch.Tensor, d: torch.Tensor,
     Args:
         q, d: ``(M,)`` in config order.
     Returns:
-        ``(M,)`` coefficients a.
+        ``(M,)`` float64 coefficients a.
     """
+    q, d = q.double(), d.double()
     q_hat = q / (q.sum() + EPS)
     d_hat = d / (d.sum() + EPS)
     return torch.softmax(temperature * q_hat / (d_hat + EPS), dim=0)
@@ -75,8 +81,9 @@ def reference_weights(H: torch.Tensor, l1: torch.Tensor,
 
     H^_m = max(H_m / sum H, 0.3); q^ = (1/H^) normalised to sum 1; d^ = the
     batch-mean L1 norm of p_m normalised to sum 1;
-    w = softmax([T d^_1 q^_0, T d^_0 q^_1]).
+    w = softmax([T d^_1 q^_0, T d^_0 q^_1]). float64.
     """
+    H, l1 = H.double(), l1.double()
     h_hat = (H / (H.sum() + EPS)).clamp(min=REFERENCE_H_FLOOR)
     inv = 1.0 / h_hat
     q_hat = inv / (inv.sum() + EPS)
@@ -88,16 +95,16 @@ def reference_weights(H: torch.Tensor, l1: torch.Tensor,
 
 def probe_statistics(probes: Dict[str, torch.Tensor], labels: torch.Tensor,
                      modalities: Sequence[str]) -> Dict[str, torch.Tensor]:
-    """Batch means ``(M,)`` of the probes' entropy H, gt confidence d and L1 norm.
+    """Batch means ``(M,)`` of the probes' entropy H, gt confidence d and L1 norm, float64.
 
-    Sums and the sample count are all-reduced in one call, so under DDP every
-    rank gets the statistics of the global batch.
+    Sums and the sample count are all-reduced in one float64 call, so under DDP
+    every rank gets the statistics of the global batch.
     """
     local = torch.stack(
         [entropy(probes[m]).sum() for m in modalities]
         + [gt_confidence(probes[m], labels).sum() for m in modalities]
-        + [probes[m].detach().float().abs().sum() for m in modalities]
-        + [torch.tensor(float(labels.shape[0]), device=labels.device)])
+        + [probes[m].detach().double().abs().sum() for m in modalities]
+        + [torch.tensor(float(labels.shape[0]), dtype=torch.float64, device=labels.device)])
     total = all_reduce_sum(local)
     M = len(modalities)
     count = total[-1]

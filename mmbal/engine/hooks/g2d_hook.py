@@ -12,7 +12,10 @@ SPEC (../shared/methods/SPEC.md, "G2D (seed; ICCV 2025) and UMT as its ablation"
   tau holds M durations in epochs: phase k < M trains only the k-th least
   confident modality, the last phase trains all jointly; "trains only" zeroes
   every parameter gradient of the other encoders after backward (fusion and
-  head never).
+  head never). Under gradient accumulation the confidence sums and counts are
+  added up over the micro-batches of an update and the SMP decision is taken
+  once, from them, when the gradients are edited (k micro-batches of B equal
+  one batch of kB).
 
 UMT is this hook with lambda_logit = 0 and SMP off (tau[0] = 0).
 """
@@ -25,7 +28,9 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
-from mmbal.balance.functional import EPS, all_reduce_sum, encoder_conv_weights
+from mmbal.balance.dataset_pass import build_split_loader, dataset_pass, mean_of
+from mmbal.balance.functional import (EPS, PARAM_FILTERS, all_reduce_sum, check_param_filter,
+                                      filtered_params)
 from mmbal.balance.teachers import TeacherCache, UnimodalTeachers, check_cacheable, load_teachers
 from mmbal.engine.step import BalanceTerms
 from mmbal.registry import HOOKS
@@ -61,17 +66,17 @@ def regression_logit_mse(fused: torch.Tensor, teacher: torch.Tensor) -> torch.Te
 
 def sample_scores(logits: torch.Tensor, labels: torch.Tensor, task: str = 'classification'
                   ) -> torch.Tensor:
-    """Per-sample confidence ``(B,)``, detached.
+    """Per-sample confidence ``(B,)``, detached float64 (SPEC "Clarifications").
 
     classification: ``softmax(logits)[y]``; regression: ``1 - |sigmoid(logits) - y|``
     with ``y`` scaled to [0, 1].
     """
-    logits = logits.detach().float()
+    logits = logits.detach().double()
     if task == 'classification':
         return torch.softmax(logits, dim=1).gather(1, labels.view(-1, 1).long()).squeeze(1)
     if task == 'regression':
         pred = torch.sigmoid(logits.reshape(logits.shape[0], -1)[:, 0])
-        return 1 - (pred - labels.detach().float().reshape(-1)).abs()
+        return 1 - (pred - labels.detach().double().reshape(-1)).abs()
     raise ValueError(f'unknown task {task!r}; expected one of {TASKS}')
 
 
@@ -131,7 +136,8 @@ def smp_coefficients(ranking: Sequence[str], phase: int, confidence: Dict[str, f
 
 
 def check_g2d_args(tau, ranking: str, task: str, reg_logit, hard_freeze: bool,
-                   partial_suppression: bool, temperature: float) -> None:
+                   partial_suppression: bool, temperature: float,
+                   reference_compat: bool = False, param_filter: Optional[str] = None) -> None:
     """Reject bad hook arguments when the hook is built."""
     if tau is None or len(tau) < 2:
         raise ValueError(f'G2DHook: tau must list one duration (epochs) per modality '
@@ -153,6 +159,15 @@ def check_g2d_args(tau, ranking: str, task: str, reg_logit, hard_freeze: bool,
                          'partial_suppression (gradients scaled by k) exclude each other')
     if temperature <= 0:
         raise ValueError(f'G2DHook: temperature must be > 0, got {temperature}')
+    if param_filter is not None:
+        if not reference_compat:
+            raise ValueError(f'G2DHook: param_filter={param_filter!r} chooses the parameters '
+                             f'reference_compat gates; without reference_compat every '
+                             f'parameter of the other encoders is gated. Set '
+                             f'reference_compat=True or drop param_filter')
+        if param_filter not in PARAM_FILTERS:
+            raise ValueError(f'G2DHook: param_filter={param_filter!r}; expected one of '
+                             f'{PARAM_FILTERS}')
 
 
 @HOOKS.register_module()
@@ -176,6 +191,10 @@ class G2DHook(BaseBalanceHook):
             weight decay do not move them either) instead of multiplying by 0.
         reference_compat: Gate only 4-D conv weights and include epoch
             ``sum(tau[:M-1])`` in the prioritized window, as the reference code.
+        param_filter: With ``reference_compat``, which parameters are gated:
+            ``'conv'`` (default, the reference's: every 4-D convolution weight) or
+            ``'weights'`` (ours: every parameter with >= 2 dims). Setup raises,
+            naming the encoder, if it selects nothing while SMP is on.
         partial_suppression: Table 6 ablation: inside the prioritized window the
             other encoders get ``1 - tanh(alpha c_m / c_p)`` instead of 0.
         alpha: alpha of the partial suppression (paper 1).
@@ -195,11 +214,11 @@ class G2DHook(BaseBalanceHook):
                  hard_freeze: bool = False, reference_compat: bool = False,
                  partial_suppression: bool = False, alpha: float = 1.0,
                  task: str = 'classification', reg_logit: Optional[str] = None,
-                 cache: bool = False) -> None:
+                 cache: bool = False, param_filter: Optional[str] = None) -> None:
         super().__init__()
         tau = list(tau) if tau is not None else None
         check_g2d_args(tau, ranking, task, reg_logit, hard_freeze, partial_suppression,
-                       temperature)
+                       temperature, reference_compat, param_filter)
         self.lambda_feat = float(lambda_feat)
         self.lambda_logit = float(lambda_logit)
         self.temperature = float(temperature)
@@ -210,6 +229,8 @@ class G2DHook(BaseBalanceHook):
         self.ranking = ranking
         self.hard_freeze = hard_freeze
         self.reference_compat = reference_compat
+        # reference_compat gates a parameter group (default the 4-D conv weights)
+        self.param_filter = (param_filter or 'conv') if reference_compat else None
         self.partial_suppression = partial_suppression
         self.alpha = float(alpha)
         self.task = task
@@ -217,6 +238,8 @@ class G2DHook(BaseBalanceHook):
         self.cache: Optional[TeacherCache] = TeacherCache() if cache else None
         self.teachers: Optional[UnimodalTeachers] = None  # resolved in setup, or injected
         self.dataset_confidence: Optional[Dict[str, float]] = None
+        # [teacher sums (M), student sums (M, if logged), count] of the current update
+        self.conf_sums: Optional[torch.Tensor] = None
         self.k: Dict[str, float] = {}
 
     @property
@@ -233,6 +256,9 @@ class G2DHook(BaseBalanceHook):
             raise ValueError(f'G2DHook: tau={self.tau} has {len(self.tau)} entries but the '
                              f'model has {len(modalities)} modalities {modalities}: one '
                              f'duration per phase, the last one joint')
+        if self.param_filter is not None and self.smp:
+            check_param_filter({m: model.encoders[m] for m in modalities}, self.param_filter,
+                               'G2DHook(reference_compat=True)')
 
     def before_train(self, runner) -> None:
         """Resolve the teachers (and the dataset ranking) once, when training starts."""
@@ -274,6 +300,7 @@ class G2DHook(BaseBalanceHook):
                   f'lambda_logit={self.lambda_logit}, T={self.temperature}, tau={self.tau} '
                   f'(SMP {"on" if self.smp else "off"}), ranking={self.ranking}, '
                   f'hard_freeze={self.hard_freeze}, reference_compat={self.reference_compat}, '
+                  f'param_filter={self.param_filter}, '
                   f'partial_suppression={self.partial_suppression}, task={self.task}, '
                   f'cache={self.cache is not None}', logger='current')
         if self.dataset_confidence is not None:
@@ -310,34 +337,42 @@ class G2DHook(BaseBalanceHook):
 
     @staticmethod
     def _ranking_loader(runner):
-        """This rank's share of the training split, in order, under the training pipeline."""
-        from mmengine.dist import get_dist_info
-        from torch.utils.data import DataLoader, Subset
-        train = runner.train_dataloader
-        rank, world = get_dist_info()
-        indices = list(range(rank, len(train.dataset), world))
-        return DataLoader(Subset(train.dataset, indices), batch_size=train.batch_size,
-                          shuffle=False, num_workers=train.num_workers,
-                          collate_fn=train.collate_fn)
+        """This rank's share of the whole training split under the training transforms.
 
-    @torch.no_grad()
+        Built from ``runner.cfg`` by :func:`mmbal.balance.build_split_loader`
+        (``split='train'``, ``pipeline='train'``): every sample on exactly one
+        rank, in order, the train loader's batch size, workers and collate.
+        """
+        cfg = getattr(runner, 'cfg', None)
+        if cfg is None or cfg.get('train_dataloader') is None:
+            raise ValueError("G2DHook: ranking='dataset' reads the training split from the "
+                             'runner config (cfg.train_dataloader), which is missing; or set '
+                             'hook.dataset_confidence')
+        workers = int(cfg.train_dataloader.get('num_workers', 0) or 0)
+        return build_split_loader(cfg, split='train', pipeline='train', num_workers=workers)
+
     def compute_dataset_confidence(self, model, loader) -> Dict[str, float]:
-        """c_m averaged over every sample ``loader`` yields (all ranks), once."""
+        """c_m averaged over every sample ``loader`` yields on every rank, once.
+
+        Runs :func:`mmbal.balance.dataset_pass` (no_grad, eval mode, the model's
+        data preprocessor; float64 sums all-reduced; the global random states
+        restored afterwards, so the pass does not shift the training's
+        randomness, random training transforms included).
+        """
         modalities = list(model.modalities)
-        sums = torch.zeros(len(modalities) + 1, dtype=torch.float64)
-        for data in loader:
-            data = model.data_preprocessor(data, False)
+
+        def confidence_sums(data) -> Dict[str, torch.Tensor]:
             samples = data['data_samples']
             _, logits = self.teacher_outputs(data['inputs'], samples)
             labels = samples['gt_label']
-            for i, m in enumerate(modalities):
-                sums[i] += sample_scores(logits[m], labels, self.task).double().sum().cpu()
-            sums[-1] += len(labels)
-        device = next(model.parameters()).device
-        sums = all_reduce_sum(sums.to(device)).cpu()
-        if sums[-1] == 0:
+            return {'conf': torch.stack([sample_scores(logits[m], labels, self.task).sum()
+                                         for m in modalities])}
+
+        sums = dataset_pass(loader, confidence_sums, model=model)
+        if sums['count'] == 0:
             raise ValueError('G2DHook: the training split is empty')
-        return {m: float(sums[i] / sums[-1]) for i, m in enumerate(modalities)}
+        conf = mean_of(sums['conf'], sums['count'])
+        return {m: float(conf[i]) for i, m in enumerate(modalities)}
 
     # --- per iteration ---------------------------------------------------------------------
     def teacher_outputs(self, inputs: Dict[str, torch.Tensor], data_samples):
@@ -373,19 +408,20 @@ class G2DHook(BaseBalanceHook):
         t_feats, t_logits = self.teacher_outputs(outputs.inputs, data_samples)
         s_logits = self._student_logits(model, outputs)
 
-        # Confidences: one all-reduce of [teacher sums, student sums, batch size].
+        # Confidences: one float64 all-reduce of [teacher sums, student sums, batch size],
+        # added to the sums of the update's earlier micro-batches.
         local = [sample_scores(t_logits[m], labels, self.task).sum() for m in modalities]
         if s_logits is not None:
             local += [sample_scores(s_logits[m], labels, self.task).sum() for m in modalities]
-        local.append(torch.tensor(float(len(labels)), device=labels.device))
-        sums = all_reduce_sum(torch.stack([v.float() for v in local]))
+        local.append(torch.tensor(float(len(labels)), dtype=torch.float64, device=labels.device))
+        sums = all_reduce_sum(torch.stack(local))
+        if self.conf_sums is not None and self.conf_sums.shape != sums.shape:
+            raise ValueError(f'G2DHook: this micro-batch has {sums.numel()} confidence sums, '
+                             f'the earlier ones of the update {self.conf_sums.numel()}')
+        self.conf_sums = sums if self.conf_sums is None else self.conf_sums + sums
+        sums = self.conf_sums
         count = sums[-1].clamp_min(1.0)
-        conf = {m: float(sums[i] / count) for i, m in enumerate(modalities)}
-        rank_conf = self.dataset_confidence if self.ranking == 'dataset' else conf
-        ranking = rank_ascending(rank_conf, modalities)
-        phase = smp_phase(ctx.epoch, self.tau, self.reference_compat)
-        self.k = smp_coefficients(ranking, phase, rank_conf, self.partial_suppression,
-                                  self.alpha)
+        conf, rank_conf, phase, self.k = self.decide(ctx.epoch, modalities)
 
         fused = outputs.fused_logits
         feat_terms = {m: feature_mse(outputs.features[m], t_feats[m]) for m in modalities}
@@ -414,16 +450,35 @@ class G2DHook(BaseBalanceHook):
             losses['loss_g2d_logit'] = self.lambda_logit * sum(logit_terms.values())
         return BalanceTerms(losses=losses)
 
+    def decide(self, epoch: int, modalities: Sequence[str]):
+        """SMP from the confidence sums of the update so far.
+
+        Returns ``(batch confidence, ranking confidence, phase, k)``.
+        """
+        sums = self.conf_sums
+        count = sums[-1].clamp_min(1.0)
+        conf = {m: float(sums[i] / count) for i, m in enumerate(modalities)}
+        rank_conf = self.dataset_confidence if self.ranking == 'dataset' else conf
+        ranking = rank_ascending(rank_conf, modalities)
+        phase = smp_phase(epoch, self.tau, self.reference_compat)
+        k = smp_coefficients(ranking, phase, rank_conf, self.partial_suppression, self.alpha)
+        return conf, rank_conf, phase, k
+
     @torch.no_grad()
     def edit_grads(self, ctx) -> None:
-        """Gate the non-prioritized encoders' gradients (never fusion or head)."""
+        """Decide SMP once from the update's confidence sums; gate the non-prioritized
+        encoders' gradients (never fusion or head); start the next update."""
         model = ctx.model
-        for m, k in self.k.items():
+        if self.conf_sums is None:
+            return
+        _, _, _, k_all = self.decide(ctx.epoch, list(model.modalities))
+        self.conf_sums, self.k = None, {}
+        for m, k in k_all.items():
             if k == 1.0:
                 continue
             encoder = model.encoders[m]
-            params = (encoder_conv_weights(encoder) if self.reference_compat
-                      else encoder.named_parameters())
+            params = (filtered_params(encoder, self.param_filter)
+                      if self.param_filter is not None else encoder.named_parameters())
             for _, param in params:
                 if param.grad is None:
                     continue
@@ -431,4 +486,3 @@ class G2DHook(BaseBalanceHook):
                     param.grad = None
                 else:
                     param.grad.mul_(k)
-        self.k = {}

@@ -50,8 +50,8 @@ def pdmp_coefficients(modalities, dominant: str, optim_dominant: str, gamma_p: f
 
 
 def logit_magnitude_ratio(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Eq. 5: w = sum_i sum_c |s_first(i,c)| / sum_i sum_c |s_second(i,c)| (detached)."""
-    return first.detach().abs().sum() / (second.detach().abs().sum() + EPS)
+    """Eq. 5: w = sum_i sum_c |s_first(i,c)| / sum_i sum_c |s_second(i,c)| (detached float64)."""
+    return first.detach().double().abs().sum() / (second.detach().double().abs().sum() + EPS)
 
 
 @HOOKS.register_module()

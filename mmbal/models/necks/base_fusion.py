@@ -13,7 +13,11 @@ class BaseFusion(BaseModule):
     any) and whether they have an analytic per-modality decomposition
     (``supports_analytic``; see SPEC "Per-modality logits"). ``outputs_logits``
     is True for necks that always end in class logits (late fusion), so the
-    classifier must not add a head after them.
+    classifier must not add a head after them. ``probe_is_branch`` is True for
+    necks made of one branch per modality (sum, late): a modality's probe is
+    then its own branch (``branch_outputs``) through the head, not the fusion
+    with the other modalities zeroed, which would leak the other branches'
+    biases (SPEC "Clarifications").
 
     Args:
         in_channels: Feature size of every modality, in config order. The
@@ -24,6 +28,7 @@ class BaseFusion(BaseModule):
     num_modalities: Optional[int] = None
     supports_analytic: bool = False
     outputs_logits: bool = False
+    probe_is_branch: bool = False
 
     def __init__(self, in_channels: Dict[str, int], init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -47,6 +52,13 @@ class BaseFusion(BaseModule):
         raise NotImplementedError(
             f'{type(self).__name__} has no analytic per-modality logits; '
             f"set the classifier's modality_logits='probe'")
+
+
+    def branch_outputs(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Each present modality's own branch output (before any head), for branch probes."""
+        raise NotImplementedError(
+            f'{type(self).__name__} has no per-modality branches (probe_is_branch is False); '
+            f'its probes zero the other modalities instead')
 
 
 def linear_head_params(head: Optional[nn.Module], fusion: BaseFusion):

@@ -16,6 +16,9 @@ class SumFusion(BaseFusion):
     With ``out_channels = num_classes`` and no head this is the reference
     "sum" model (``f = sum_m W_m z_m + b_m``, analytic ``s_m = W_m z_m + b_m``).
     With a linear head after it, ``s_m = W_h (W_m z_m + b_m) + b_h / M``.
+    Probe (``probe_is_branch``): the modality's own branch, ``W_m z_m + b_m``
+    (through the head, with its full bias, when there is one), never the sum
+    with the other features zeroed (that adds the other branches' biases).
 
     Args:
         in_channels: Feature size per modality.
@@ -23,6 +26,7 @@ class SumFusion(BaseFusion):
     """
 
     supports_analytic = True
+    probe_is_branch = True
 
     def __init__(self, in_channels: Dict[str, int], out_channels: int, init_cfg=None) -> None:
         super().__init__(in_channels, init_cfg)
@@ -36,6 +40,10 @@ class SumFusion(BaseFusion):
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.stack(list(self._project(features).values())).sum(dim=0)
+
+    def branch_outputs(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """``W_m z_m + b_m`` of every modality present in ``features``."""
+        return {m: self.projections[m](features[m]) for m in self.modalities if m in features}
 
     def analytic_logits(self, features: Dict[str, torch.Tensor],
                         head: Optional[nn.Module]) -> Dict[str, torch.Tensor]:

@@ -5,7 +5,10 @@ the two modes of SPEC "Per-modality logits":
 
 * ``analytic``: the fusion's own decomposition (concat, sum, late);
 * ``probe``: the shared fusion and head applied with every other modality's
-  feature set to zero.
+  feature set to zero; for fusions that declare ``probe_is_branch`` (sum,
+  late: one branch per modality) the modality's own branch through the head
+  instead (SPEC "Clarifications": zeroing would leak the other branches'
+  biases, or halve late fusion's logits).
 """
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
@@ -16,6 +19,17 @@ from mmbal.models.necks.base_fusion import BaseFusion
 from .gradient_gate import GradientGate
 
 LOGIT_MODES = ('analytic', 'probe')
+
+
+def _check_depends(m: str, probe: torch.Tensor, constant: torch.Tensor,
+                   fusion_name: str, how: str) -> None:
+    """Raise if a probe equals the probe of an all-zero feature (it ignores ``m``)."""
+    if torch.equal(probe.detach(), constant):
+        raise ValueError(
+            f'the probe of modality {m!r} through {fusion_name} does not depend on '
+            f'{m!r}: {how} its output is constant. '
+            f'Use a fusion with an additive path for {m!r} (concat, sum, late) '
+            f'or a method that does not need probe logits.')
 
 
 def probe_logits(features: Dict[str, torch.Tensor],
@@ -34,12 +48,32 @@ def probe_logits(features: Dict[str, torch.Tensor],
     logits = {}
     for m, z in features.items():
         probe = classify({**zeros, m: z})
-        if torch.equal(probe.detach(), constant):
-            raise ValueError(
-                f'the probe of modality {m!r} through {fusion_name} does not depend on '
-                f'{m!r}: with the other modalities zeroed its output is constant. '
-                f'Use a fusion with an additive path for {m!r} (concat, sum, late) '
-                f'or a method that does not need probe logits.')
+        _check_depends(m, probe, constant, fusion_name, 'with the other modalities zeroed')
+        logits[m] = probe
+    return logits
+
+
+def branch_probe_logits(features: Dict[str, torch.Tensor], fusion: BaseFusion,
+                        head: Optional[torch.nn.Module]) -> Dict[str, torch.Tensor]:
+    """``s_m = head(branch_m(z_m))`` (no head: ``branch_m(z_m)``) for ``probe_is_branch`` fusions.
+
+    Sum: ``W_m z_m + b_m``; late: ``h_m(z_m)``. Shares every parameter with the
+    fused path, so the probe's loss trains the same branch and head.
+
+    Raises:
+        ValueError: if a branch's output does not depend on its modality.
+    """
+    def through_head(x: torch.Tensor) -> torch.Tensor:
+        return x if head is None else head(x)
+
+    name = type(fusion).__name__
+    with torch.no_grad():
+        constant = {m: through_head(b) for m, b in fusion.branch_outputs(
+            {m: torch.zeros_like(z) for m, z in features.items()}).items()}
+    logits = {}
+    for m, out in fusion.branch_outputs(features).items():
+        probe = through_head(out)
+        _check_depends(m, probe, constant[m], name, 'through its own branch')
         logits[m] = probe
     return logits
 
@@ -84,6 +118,8 @@ class ModalityOutputs:
         if mode not in self._logits:
             if mode == 'analytic':
                 self._logits[mode] = self.fusion.analytic_logits(self.features, self.head)
+            elif mode == 'probe' and getattr(self.fusion, 'probe_is_branch', False):
+                self._logits[mode] = branch_probe_logits(self.features, self.fusion, self.head)
             elif mode == 'probe':
                 self._logits[mode] = probe_logits(
                     self.features, self.classify, type(self.fusion).__name__)
