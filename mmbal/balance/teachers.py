@@ -22,7 +22,6 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from mmbal.datasets.transforms.randomness import sub_transforms as _children  # noqa: F401
 from mmbal.datasets.transforms.randomness import (describe_random_steps, is_random_transform,
                                                   random_steps)
 from mmbal.registry import MODELS

@@ -2,7 +2,6 @@
 import copy
 from pathlib import Path
 
-import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
