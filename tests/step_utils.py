@@ -63,3 +63,17 @@ def step_grads(model, hooks: Sequence, inputs, samples, epoch: int = 0, it: int 
     grads = capture_step_grads(stepper.optim_wrapper, model)
     log = stepper(inputs, samples, epoch=epoch, it=it)
     return dict(grads), log
+
+
+def cpu_amp_wrapper(model, lr: float = 0.1, init_scale: float = 1024.0):
+    """An AmpOptimWrapper on CPU: bfloat16 autocast and a CPU GradScaler (tests only;
+    mmengine's GPU assert is patched while it is built)."""
+    from unittest import mock
+
+    from mmengine.optim import AmpOptimWrapper
+    path = 'mmengine.optim.optimizer.amp_optimizer_wrapper.is_cuda_available'
+    with mock.patch(path, return_value=True):
+        wrapper = AmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+                                  dtype='bfloat16')
+    wrapper.loss_scaler = torch.amp.GradScaler('cpu', init_scale=init_scale)
+    return wrapper

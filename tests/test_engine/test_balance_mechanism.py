@@ -1,12 +1,11 @@
 """The training step's extension points: per-pass gates, extra losses, gradient edits,
 per-loss gradients (accumulation, AMP), sub-steps, trainable-modality masks."""
 import copy
-from unittest import mock
 
 import pytest
 import torch
-from mmengine.optim import AmpOptimWrapper, OptimWrapper
-from step_utils import Stepper, capture_step_grads, sgd_wrapper
+from mmengine.optim import OptimWrapper
+from step_utils import Stepper, capture_step_grads, cpu_amp_wrapper, sgd_wrapper
 
 from mmbal.engine import BalanceTerms, BaseBalanceHook, LossGradRequest, PassPlan
 from mmbal.models.utils import GradientGate
@@ -321,22 +320,7 @@ def test_per_loss_gradient_under_accumulation_equals_the_large_batch():
         torch.testing.assert_close(grads[f'encoders.audio.{name}'], e, rtol=1e-5, atol=1e-7)
 
 
-@pytest.fixture
-def cpu_amp_wrapper():
-    """An AmpOptimWrapper on CPU: bfloat16 autocast and a CPU GradScaler (test only)."""
-
-    def make(model, init_scale=1024.0):
-        path = 'mmengine.optim.optimizer.amp_optimizer_wrapper.is_cuda_available'
-        with mock.patch(path, return_value=True):
-            wrapper = AmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-                                      dtype='bfloat16')
-        wrapper.loss_scaler = torch.amp.GradScaler('cpu', init_scale=init_scale)
-        return wrapper
-
-    return make
-
-
-def test_per_loss_gradient_under_amp_has_the_scale_divided_out_once(cpu_amp_wrapper):
+def test_per_loss_gradient_under_amp_has_the_scale_divided_out_once():
     model = build_model()
     inputs, samples = batch()
     wrapper = cpu_amp_wrapper(model)

@@ -10,15 +10,13 @@ import json
 import math
 import os
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
 import torch.nn.functional as F
 from dist_utils import run_gloo
 from mmengine.config import Config
-from mmengine.optim import AmpOptimWrapper
-from step_utils import Stepper, capture_step_grads, sgd_wrapper
+from step_utils import Stepper, capture_step_grads, cpu_amp_wrapper, sgd_wrapper
 
 from mmbal.engine import BalanceTerms, BaseBalanceHook, MMParetoHook, PassPlan, build_runner
 from mmbal.engine.hooks.mmpareto_hook import (cosine, gram, min_norm_weight, mmpareto_grads,
@@ -372,28 +370,13 @@ def test_accumulation_of_two_micro_batches_equals_the_batch_of_2B():
     assert big_log['cos_visual'] < 0
 
 
-@pytest.fixture
-def cpu_amp_wrapper():
-    """An AmpOptimWrapper on CPU: bfloat16 autocast and a CPU GradScaler (test only)."""
-
-    def make(model, init_scale=1024.0):
-        path = 'mmengine.optim.optimizer.amp_optimizer_wrapper.is_cuda_available'
-        with mock.patch(path, return_value=True):
-            wrapper = AmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
-                                      dtype='bfloat16')
-        wrapper.loss_scaler = torch.amp.GradScaler('cpu', init_scale=init_scale)
-        return wrapper
-
-    return make
-
-
-def test_amp_edits_true_gradients(cpu_amp_wrapper):
+def test_amp_edits_true_gradients():
     hook = MMParetoHook()
     model = with_heads(build_model(), hook, signs={'visual': -1.0})
     inputs, samples = batch()
     with torch.autocast('cpu', dtype=torch.bfloat16):
         want, info = reference_grads(model, inputs, samples)
-    wrapper = cpu_amp_wrapper(model)
+    wrapper = cpu_amp_wrapper(model, lr=0.0)
     got = capture_step_grads(wrapper, model)
     Stepper(model, [hook], optim_wrapper=wrapper)(inputs, samples)
     # bf16 forward: the same edit within bf16 precision; a scale left in G or in g^f / g^u
