@@ -16,12 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'configs/concat/concat_r18_avdigits.py'
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tests/conftest.py
 
 
 @HOOKS.register_module(force=True)

@@ -28,12 +28,7 @@ from mmbal.registry import MODELS
 LN3 = math.log(3.0)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tests/conftest.py
 
 
 def softmax(row, T=1.0):

@@ -292,13 +292,7 @@ def is_conv_weight(model, name):
     return name.startswith('encoders.') and dict(model.named_parameters())[name].dim() == 4
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    # Tiny convolutions: intra-op threads only add overhead (seconds on a busy machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tests/conftest.py
 
 
 @pytest.fixture(scope='module')

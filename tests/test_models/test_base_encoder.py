@@ -11,13 +11,7 @@ from mmbal.balance import encoder_conv_weights
 from mmbal.models import BaseEncoder, MLPEncoder, MultimodalClassifier, ResNet18
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    # Tiny convolutions: a second thread only adds barrier waits on a loaded 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tests/conftest.py
 
 
 def old_resnet18_forward(net: ResNet18, x: torch.Tensor) -> torch.Tensor:
