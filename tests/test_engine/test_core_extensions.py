@@ -9,7 +9,7 @@ from mmengine.config import Config
 from torch import nn
 
 from mmbal.balance import blend_from_snapshot_, param_snapshot, reset_optimizer_state
-from mmbal.engine import BalanceTerms, BaseBalanceHook, build_runner
+from mmbal.engine import BalanceTerms, BaseBalanceHook, PassPlan, build_runner
 from mmbal.registry import HOOKS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,3 +186,46 @@ def test_blend_by_hand_touches_parameters_only_and_resets_their_momentum():
         blend_from_snapshot_(other, snap, 0.5)
     reset_optimizer_state(opt, other.parameters())
     assert not opt.state
+
+
+@HOOKS.register_module(force=True)
+class TwoSubStepsHook(BaseBalanceHook):
+    """One optimizer step per modality; counts the updates it sees."""
+
+    method = 'two_sub_steps'
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates = []
+
+    def plan_passes(self, ctx):
+        return [PassPlan(trainable=[m], base_loss=False, logits='analytic', name=m)
+                for m in ctx.model.modalities]
+
+    def after_forward(self, ctx, outputs, data_samples):
+        (m, ) = outputs.modalities
+        return BalanceTerms(losses={'loss_m': F.cross_entropy(
+            outputs.logits('analytic')[m], data_samples['gt_label'])})
+
+    def edit_grads(self, ctx):
+        self.updates.append((ctx.iter, ctx.plan.name))
+
+
+def test_sub_steps_advance_counters_schedulers_and_logs_once_per_batch(tmp_path):
+    runners = {}
+    for name, hooks in (('plain', []), ('sub', [dict(type='TwoSubStepsHook')])):
+        cfg = small_cfg(tmp_path / name, 2, hooks)
+        cfg.param_scheduler = [dict(type='StepLR', by_epoch=False, step_size=1, gamma=0.5)]
+        runners[name] = build_runner(cfg, str(CONFIG))
+        runners[name].train()
+    runner = runners['sub']
+    hook = next(h for h in runner.hooks if isinstance(h, TwoSubStepsHook))
+    # 8 samples, batch 4: 2 batches per epoch, 2 epochs -> 4 iterations, 8 updates
+    assert runner.iter == 4
+    assert hook.updates == [(i, m) for i in range(4) for m in ('audio', 'visual')]
+    # the by-iteration scheduler stepped once per batch, not once per sub-step
+    lr = runner.optim_wrapper.get_lr()['lr'][0]
+    assert lr == runners['plain'].optim_wrapper.get_lr()['lr'][0] < 0.01
+    hub = runner.message_hub
+    assert len(hub.get_scalar('train/audio/loss_m').data[0]) == 4
+    assert len(hub.get_scalar('train/visual/loss_m').data[0]) == 4
