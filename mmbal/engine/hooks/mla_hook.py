@@ -1,6 +1,6 @@
 """MLA: multimodal learning with alternating unimodal adaptation (Zhang et al., CVPR 2024).
 
-Spec (../shared/methods/BASELINES-2.md, "1. MLA"; every equation there comes from the
+Spec (docs/methods/mla.md; every equation there comes from the
 official code, Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation):
 
 * every batch is trained in M sub-steps, one optimizer step per modality in config

@@ -1,6 +1,6 @@
 """MMPareto: boosting multimodal learning with innocent unimodal assistance (ICML 2024).
 
-SPEC (../shared/methods/BASELINES-1.md, "MMPareto (baseline; Wei & Hu, ICML 2024)"),
+Spec (docs/methods/mmpareto.md),
 pinned to the official code (GeWu-Lab/MMPareto_ICML2024 ``code/MMPareto.py``):
 
 * an auxiliary head h_m = Linear(d_m, K) per modality reads the gated feature z_m;
