@@ -5,10 +5,12 @@ functions under test never produce their own expectation.
 """
 import copy
 import json
+import logging
 
 import pytest
 import torch
 import torch.nn.functional as F
+from mmengine.logging import MMLogger
 from step_utils import Stepper, step_grads
 
 from mmbal.engine.hooks.pdmp_hook import PDMPHook, logit_magnitude_ratio, pdmp_coefficients
@@ -214,6 +216,92 @@ def test_roles_from_artifact_and_override(tmp_path):
     bad.write_text(json.dumps({'performance_dominant': 'speech',
                                'optimization_dominant': 'audio'}))
     with pytest.raises(ValueError, match="'speech'"):
+        PDMPHook(gamma_p=15, analysis=str(bad)).setup(model)
+
+
+@pytest.fixture
+def mm_log(request):
+    """Records of MMEngine's current logger (print_log(..., logger='current'))."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    # A new instance per test is the latest created, i.e. the one 'current' logs to.
+    logger = MMLogger.get_instance(f'pdmp-{request.node.name}', log_level='INFO')
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def role_lines(records):
+    return [r.getMessage() for r in records if r.getMessage().startswith('PDMPHook roles:')]
+
+
+def test_resolved_roles_and_their_sources_are_logged_once(tmp_path, mm_log):
+    path = tmp_path / 'analysis.json'
+    path.write_text(json.dumps({'performance_dominant': 'visual',
+                                'optimization_dominant': 'audio'}))
+    model = build_model()
+    hook = PDMPHook(gamma_p=15, analysis=str(path), optim_dominant='visual')
+    hook.setup(model)
+    assert role_lines(mm_log) == [
+        f"PDMPHook roles: dominant='visual' (from artifact {path}), optim_dominant='visual' "
+        f'(from config); gamma_p=15, rule=eq12, encoder coefficients: audio=15, visual=15']
+    assert hook.role_sources == {'dominant': f'from artifact {path}',
+                                 'optim_dominant': 'from config'}
+    # The config's optim_dominant differs from the artifact's: it wins, with a warning.
+    warnings = [r.getMessage() for r in mm_log if r.levelno == logging.WARNING]
+    assert warnings == [f"PDMPHook: optim_dominant='visual' set in the config takes precedence "
+                        f"over optimization_dominant='audio' of {str(path)!r}; set "
+                        f"optim_dominant=None to use the artifact's"]
+
+    mm_log.clear()
+    PDMPHook(gamma_p=5, dominant='visual', optim_dominant='audio').setup(model)
+    assert role_lines(mm_log) == [
+        "PDMPHook roles: dominant='visual' (from config), optim_dominant='audio' (from config); "
+        'gamma_p=5, rule=eq12, encoder coefficients: audio=0.2, visual=5']
+    assert not [r for r in mm_log if r.levelno == logging.WARNING]
+
+
+def test_config_roles_equal_to_the_artifact_do_not_warn(tmp_path, mm_log):
+    path = tmp_path / 'analysis.json'
+    path.write_text(json.dumps({'performance_dominant': 'visual',
+                                'optimization_dominant': 'audio'}))
+    PDMPHook(gamma_p=15, analysis=str(path), dominant='visual',
+             optim_dominant='audio').setup(build_model())
+    assert not [r for r in mm_log if r.levelno == logging.WARNING]
+    assert "dominant='visual' (from config)" in role_lines(mm_log)[0]
+
+
+def test_bad_artifacts_are_named(tmp_path):
+    model = build_model()
+    missing = tmp_path / 'none.json'
+    with pytest.raises(FileNotFoundError, match=f'{missing}.*not found.*modality_analysis'):
+        PDMPHook(gamma_p=15, analysis=str(missing)).setup(model)
+    broken = tmp_path / 'broken.json'
+    broken.write_text('{"performance_dominant": ')
+    with pytest.raises(ValueError, match=f'{broken}.*is not JSON'):
+        PDMPHook(gamma_p=15, analysis=str(broken)).setup(model)
+    # Read (and checked) even when the config sets both roles.
+    other = tmp_path / 'other.json'
+    other.write_text(json.dumps({'modalities': ['audio', 'visual']}))
+    with pytest.raises(KeyError, match="other.json.*lacks.*'performance_dominant'"):
+        PDMPHook(gamma_p=15, analysis=str(other), dominant='audio',
+                 optim_dominant='audio').setup(model)
+    # A --teacher analysis names no m_o.
+    teacher = tmp_path / 'teacher.json'
+    teacher.write_text(json.dumps({'performance_dominant': 'visual',
+                                   'optimization_dominant': None}))
+    with pytest.raises(ValueError, match='optim_dominant is not set.*optimization_dominant=null'):
+        PDMPHook(gamma_p=15, analysis=str(teacher)).setup(model)
+    hook = PDMPHook(gamma_p=15, analysis=str(teacher), optim_dominant='audio')
+    hook.setup(model)
+    assert hook.roles == {'dominant': 'visual', 'optim_dominant': 'audio'}
+    # A role of the artifact that the model lacks is named with the file and key.
+    bad = tmp_path / 'bad.json'
+    bad.write_text(json.dumps({'performance_dominant': 'visual',
+                               'optimization_dominant': 'speech'}))
+    with pytest.raises(ValueError, match="bad.json: optimization_dominant='speech' is not a "
+                                         'modality'):
         PDMPHook(gamma_p=15, analysis=str(bad)).setup(model)
 
 

@@ -120,7 +120,8 @@ class LoadAudio(MMBalTransform):
 
         target = self.sample_rate if self.sample_rate is not None else -1
         # decord's mono downmix is right; its multi-channel output is wrong for 5.1
-        # tracks (../shared/data/README.md), so ask for mono whenever mono is wanted.
+        # tracks (checked on a real 5.1 clip against PyAV), so ask for mono whenever
+        # mono is wanted.
         reader = decord.AudioReader(path, ctx=decord.cpu(0), sample_rate=target,
                                     mono=self.mono)
         wav = np.atleast_2d(np.asarray(reader._array, dtype=np.float32))

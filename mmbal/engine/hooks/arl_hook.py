@@ -1,9 +1,9 @@
 """ARL: asymmetric representation learning (Wei et al., ICCV 2025).
 
-SPEC (../shared/methods/SPEC.md, "ARL"): probe logits p_m (the shared fusion
-and head with every other modality zeroed; through concat W_m z_m + b with the
-full bias b; sum and late fusion use the modality's own branch, W_m z_m + b_m
-and h_m(z_m), see ``ModalityOutputs.logits('probe')``) train a unimodal loss
+Spec (docs/methods/arl.md): probe logits p_m (the shared fusion and head with
+every other modality zeroed; through concat W_m z_m + b with the full bias b;
+sum and late fusion use the modality's own branch, W_m z_m + b_m and h_m(z_m),
+see ``ModalityOutputs.logits('probe')``) train a unimodal loss
 u_m = CE(p_m, y) (eq. 21), so the loss is L = CE(f, y) + gamma * sum_m u_m
 (eq. 22). From the same probes and the current batch: H_m = mean per-sample
 entropy of softmax(p_m), q_m = 1 / H_m (eq. 17), d_m = mean softmax(p_m)[y]
@@ -11,8 +11,8 @@ entropy of softmax(p_m), q_m = 1 / H_m (eq. 17), d_m = mean softmax(p_m)[y]
 [a_0, a_1] = softmax([T q_0/q_1, T d_0/d_1]). The whole gradient reaching
 encoder m (fused loss and probe losses alike) becomes g + a_m g (eqs. 19-20):
 one gate on z_m with coefficient 1 + a_m.
-H, q, d, their ratios and a are float64 (SPEC "Clarifications": q = 1/H of a
-saturated probe has no precision left in float32); the gate gets a Python float.
+H, q, d, their ratios and a are float64 (q = 1/H of a saturated probe has no
+precision left in float32); the gate gets a Python float.
 """
 from typing import Dict, List, Optional, Sequence
 
@@ -62,7 +62,7 @@ def eq18_coefficients(q: torch.Tensor, d: torch.Tensor, temperature: float) -> t
 
 def share_ratio_coefficients(q: torch.Tensor, d: torch.Tensor,
                              temperature: float) -> torch.Tensor:
-    """Ours (SPEC, any M >= 2): ``a = softmax_m(T q^_m / d^_m)``, q^ = q/sum q, d^ = d/sum d.
+    """Ours (any M >= 2): ``a = softmax_m(T q^_m / d^_m)``, q^ = q/sum q, d^ = d/sum d.
 
     Args:
         q, d: ``(M,)`` in config order.
@@ -201,8 +201,9 @@ class ARLHook(BaseBalanceHook):
             if isinstance(model.fusion, (FiLMFusion, GatedFusion)):
                 raise NotImplementedError(
                     f"ARLHook: reference_compat probes for {type(model.fusion).__name__} "
-                    f'(SPEC: substitute the modality for its missing partner) are not '
-                    f'implemented; use reference_compat=False (zeroed-partner probes).')
+                    f'(the reference code substitutes the modality for its missing '
+                    f'partner) are not implemented; use reference_compat=False '
+                    f'(zeroed-partner probes).')
         print_log(
             f'ARLHook: modality order {names} (m0 = {names[0]!r}), coef_form={self.coef_form}, '
             f'T={self.temperature:g}, gamma={self.gamma:g}, reads probe logits (model metrics: '

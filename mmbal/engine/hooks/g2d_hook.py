@@ -1,6 +1,6 @@
 """G2D: gradient-guided distillation with sequential modality prioritization (ICCV 2025).
 
-SPEC (../shared/methods/SPEC.md, "G2D (seed; ICCV 2025) and UMT as its ablation"):
+Spec (docs/methods/g2d.md; UMT: docs/methods/umt.md):
 
 * loss: L = CE(f, y) + lambda_feat * sum_m MSE(z_m, z_m^T)
   + lambda_logit * sum_m T^2 KL(softmax(t_m / T) || softmax(f / T)), with MSE the
@@ -66,7 +66,7 @@ def regression_logit_mse(fused: torch.Tensor, teacher: torch.Tensor) -> torch.Te
 
 def sample_scores(logits: torch.Tensor, labels: torch.Tensor, task: str = 'classification'
                   ) -> torch.Tensor:
-    """Per-sample confidence ``(B,)``, detached float64 (SPEC "Clarifications").
+    """Per-sample confidence ``(B,)``, detached float64 (precision of near ties).
 
     classification: ``softmax(logits)[y]``; regression: ``1 - |sigmoid(logits) - y|``
     with ``y`` scaled to [0, 1].

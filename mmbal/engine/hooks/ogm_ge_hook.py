@@ -1,6 +1,6 @@
 """OGM-GE: on-the-fly gradient modulation with generalization enhancement (Peng et al. 2022).
 
-SPEC (../shared/methods/SPEC.md, "OGM-GE"): score_m = sum_i softmax(s_m)_i[y_i]
+Spec (docs/methods/ogm_ge.md): score_m = sum_i softmax(s_m)_i[y_i]
 over the batch (analytic per-modality logits, all-reduced under DDP);
 ratio_m = score_m / mean_{n != m} score_n; eq. 10: k_m = 1 - tanh(alpha *
 ratio_m) when ratio_m > 1, else 1. Inside the inclusive epoch window, every
@@ -11,8 +11,8 @@ selects nothing in an encoder is an error at setup.
 Under gradient accumulation the scores are summed over the micro-batches of
 an update and k is decided once, from those sums, when the gradients are
 edited: k micro-batches of B equal one batch of kB.
-Scores, ratios and k are float64 (SPEC "Clarifications"); k is cast to the
-gradient's dtype only when it is applied.
+Scores, ratios and k are float64 (in float32 a near tie of the two scores can
+flip k); k is cast to the gradient's dtype only when it is applied.
 """
 from typing import Dict, Optional, Sequence
 

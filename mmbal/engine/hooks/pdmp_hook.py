@@ -1,16 +1,22 @@
 """PDMP: performance-dominant modality prioritization (Wei et al., 2026).
 
-SPEC (../shared/methods/SPEC.md, "PDMP"): from the first iteration, the
-encoder of the performance-dominant modality m_p gets gradient x gamma_p
-(eq. 10) and every other encoder x gamma_r (eq. 11), with gamma_r = 1/gamma_p
-when m_p differs from the optimization-dominant m_o and gamma_p otherwise
-(eq. 12). Fusion and head are never scaled. Applied through the gates, which is
-equivalent to scaling every encoder parameter's gradient.
+Spec (docs/methods/pdmp.md): from the first iteration, the encoder of the
+performance-dominant modality m_p gets gradient x gamma_p (eq. 10) and every
+other encoder x gamma_r (eq. 11), with gamma_r = 1/gamma_p when m_p differs
+from the optimization-dominant m_o and gamma_p otherwise (eq. 12). Fusion and
+head are never scaled. Applied through the gates, which is equivalent to
+scaling every encoder parameter's gradient.
+
+The roles come from the hook's config or from a modality-analysis artifact; a
+role set in the config takes precedence over the artifact's. The resolved roles
+and where each came from are logged once, when the run starts.
 """
 import json
+import logging
 from typing import Dict, Optional
 
 import torch
+from mmengine.logging import print_log
 
 from mmbal.balance.functional import EPS
 from mmbal.engine.step import BalanceTerms
@@ -18,6 +24,8 @@ from mmbal.registry import HOOKS
 from .base_balance_hook import BaseBalanceHook
 
 RULES = ('eq12', 'per_modality')
+#: Hook argument -> key of the modality-analysis artifact that holds the same role.
+ROLE_KEYS = dict(dominant='performance_dominant', optim_dominant='optimization_dominant')
 
 
 def check_pdmp_args(gamma_p: float, rule: str) -> None:
@@ -30,7 +38,7 @@ def check_pdmp_args(gamma_p: float, rule: str) -> None:
 
 def pdmp_coefficients(modalities, dominant: str, optim_dominant: str, gamma_p: float,
                       rule: str = 'eq12') -> Dict[str, float]:
-    """Gradient coefficient of every modality's encoder (eqs. 10-12 and SPEC's M > 2 rules).
+    """Gradient coefficient of every modality's encoder (eqs. 10-12; M > 2 rules: ours).
 
     ``eq12``: every r != m_p gets 1/gamma_p if m_p != m_o, else gamma_p.
     ``per_modality``: only r = m_o gets 1/gamma_p (when m_o != m_p); the others gamma_p.
@@ -60,10 +68,12 @@ class PDMPHook(BaseBalanceHook):
 
     Args:
         gamma_p: Coefficient of the performance-dominant modality (>= 1).
-        dominant: m_p; overrides the artifact.
-        optim_dominant: m_o; overrides the artifact.
+        dominant: m_p; takes precedence over the artifact (a warning is logged
+            when the two differ).
+        optim_dominant: m_o; takes precedence over the artifact likewise.
         analysis: Path of the JSON artifact of ``tools/analysis/modality_analysis.py``
-            (keys ``performance_dominant`` and ``optimization_dominant``).
+            (keys ``performance_dominant`` and ``optimization_dominant``); it
+            gives the roles left as None.
         rule: ``'eq12'`` (literal, default) or ``'per_modality'`` for M > 2.
     """
 
@@ -82,23 +92,58 @@ class PDMPHook(BaseBalanceHook):
         self.coefficients: Dict[str, float] = {}
 
     def setup(self, model) -> None:
-        dominant, optim_dominant = self.dominant, self.optim_dominant
-        if (dominant is None or optim_dominant is None) and self.analysis is not None:
+        artifact = self._read_artifact() if self.analysis is not None else {}
+        roles: Dict[str, str] = {}
+        sources: Dict[str, str] = {}
+        for role, key in ROLE_KEYS.items():
+            configured, found = getattr(self, role), artifact.get(key)
+            if configured is not None:
+                roles[role], sources[role] = configured, 'from config'
+                self.check_modalities([configured], model, role)
+                if found is not None and found != configured:
+                    print_log(f'PDMPHook: {role}={configured!r} set in the config takes '
+                              f'precedence over {key}={found!r} of {self.analysis!r}; set '
+                              f'{role}=None to use the artifact\'s', logger='current',
+                              level=logging.WARNING)
+            elif found is not None:
+                roles[role], sources[role] = found, f'from artifact {self.analysis}'
+                self.check_modalities([found], model, f'{self.analysis}: {key}')
+            elif self.analysis is None:
+                raise ValueError(f'PDMPHook: {role} is not set and there is no analysis '
+                                 f'artifact; set {role}=<modality> or analysis=<the '
+                                 f'analysis.json of tools/analysis/modality_analysis.py>')
+            else:
+                raise ValueError(f'PDMPHook: {role} is not set and {self.analysis!r} has '
+                                 f'{key}=null (a --teacher analysis runs no joint model); '
+                                 f'set {role}=<modality> or use an analysis run without '
+                                 f'--teacher')
+        self.coefficients = pdmp_coefficients(model.modalities, roles['dominant'],
+                                              roles['optim_dominant'], self.gamma_p, self.rule)
+        self.roles = roles  # resolved m_p, m_o
+        self.role_sources = sources
+        gammas = ', '.join(f'{m}={c:g}' for m, c in self.coefficients.items())
+        print_log(f"PDMPHook roles: dominant={roles['dominant']!r} ({sources['dominant']}), "
+                  f"optim_dominant={roles['optim_dominant']!r} ({sources['optim_dominant']}); "
+                  f'gamma_p={self.gamma_p:g}, rule={self.rule}, encoder coefficients: {gammas}',
+                  logger='current')
+
+    def _read_artifact(self) -> dict:
+        """The modality-analysis JSON; errors name the file and what was expected."""
+        expected = 'the analysis.json of tools/analysis/modality_analysis.py'
+        try:
             with open(self.analysis) as f:
                 artifact = json.load(f)
-            for key in ('performance_dominant', 'optimization_dominant'):
-                if key not in artifact:
-                    raise KeyError(f'PDMPHook: {self.analysis!r} lacks {key!r}')
-            dominant = dominant or artifact['performance_dominant']
-            optim_dominant = optim_dominant or artifact['optimization_dominant']
-        if dominant is None or optim_dominant is None:
-            raise ValueError('PDMPHook needs dominant and optim_dominant, or an analysis '
-                             'artifact that names them')
-        self.check_modalities([dominant], model, 'dominant')
-        self.check_modalities([optim_dominant], model, 'optim_dominant')
-        self.coefficients = pdmp_coefficients(model.modalities, dominant, optim_dominant,
-                                              self.gamma_p, self.rule)
-        self.roles = dict(dominant=dominant, optim_dominant=optim_dominant)  # resolved m_p, m_o
+        except FileNotFoundError:
+            raise FileNotFoundError(f'PDMPHook: analysis artifact {self.analysis!r} not found; '
+                                    f'expected {expected}') from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f'PDMPHook: {self.analysis!r} is not JSON ({err}); expected '
+                             f'{expected}') from None
+        missing = [k for k in ROLE_KEYS.values()
+                   if not isinstance(artifact, dict) or k not in artifact]
+        if missing:
+            raise KeyError(f'PDMPHook: {self.analysis!r} lacks {missing}; expected {expected}')
+        return artifact
 
     def after_forward(self, ctx, outputs, data_samples) -> BalanceTerms:
         model = ctx.model
