@@ -19,6 +19,27 @@ from mmbal.registry import DATASETS
 from .base_dataset import MultimodalDataset
 
 
+def read_npz(path: str, keys: Sequence[str], expected: str) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of an ``.npz`` file, read in full.
+
+    ``ValueError`` naming the file (and key) when the archive is unreadable (truncated,
+    a member failing its CRC-32, not a zip at all) or lacks a key; ``expected`` says
+    what it should hold.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            present = list(npz.files)
+            arrays = {k: npz[k] for k in keys if k in present}
+    except Exception as err:  # zipfile, zlib and numpy raise many types; report them uniformly
+        raise ValueError(f'Could not read {path!r} as an .npz archive ({type(err).__name__}: '
+                         f'{err}); expected {expected}') from err
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise ValueError(f'{path!r} lacks the key(s) {missing} (it holds {present}); '
+                         f'expected {expected}')
+    return arrays
+
+
 @DATASETS.register_module()
 class AVDigitsDataset(MultimodalDataset):
     """AV-Digits dataset.
@@ -55,6 +76,9 @@ class AVDigitsDataset(MultimodalDataset):
     SPLITS = ('train', 'val', 'test', 'test_human')
     CSV_COLUMNS = ('image_index', 'audio', 'label', 'voice')
     OPTIONAL_COLUMNS = ('language', )
+    NPZ_KEYS = ('images', 'labels')
+    NPZ_LAYOUT = 'images (N, H, W) uint8 pixels 0-255 and labels (N,) integer digits'
+    REBUILD = 'rebuild it with tools/data/build_avdigits.py'
     DATA_LAYOUT = ('a directory holding annotations/{train,val,test,test_human}.csv, '
                    'images.npz and audio/<voice>/<clip>.flac; the repository ships it '
                    'in data/avdigits, and tools/data/build_avdigits.py rebuilds it')
@@ -85,16 +109,35 @@ class AVDigitsDataset(MultimodalDataset):
             **kwargs)
 
     def _load_images(self) -> tuple[np.ndarray, np.ndarray]:
-        """Read images.npz once per dataset object."""
+        """Read images.npz once per dataset object; its arrays are checked, never cast blindly."""
         if self._images is None:
             path = osp.join(self.data_root, 'images.npz')
             if not osp.isfile(path):
                 raise FileNotFoundError(
                     f'{path!r} not found for AVDigitsDataset: expected {self.DATA_LAYOUT}')
-            with np.load(path, allow_pickle=False) as npz:
-                self._images = np.asarray(npz['images'], dtype=np.uint8)
-                self._image_labels = np.asarray(npz['labels'], dtype=np.int64)
+            arrays = read_npz(path, self.NPZ_KEYS, f'{self.NPZ_LAYOUT} ({self.REBUILD})')
+            self._images, self._image_labels = self._check_npz(path, **arrays)
         return self._images, self._image_labels
+
+    def _check_npz(self, path: str, images: np.ndarray,
+                   labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Images (N, H, W) of integer pixels 0..255 and N integer labels, else ``ValueError``."""
+        def bad(key: str, problem: str) -> ValueError:
+            return ValueError(f'AVDigitsDataset: {path!r} key {key!r} {problem}; expected '
+                              f'{self.NPZ_LAYOUT} ({self.REBUILD})')
+
+        if images.ndim != 3 or 0 in images.shape[1:]:
+            raise bad('images', f'has shape {images.shape}')
+        if images.dtype.kind not in 'iu':
+            raise bad('images', f'has dtype {images.dtype} (casting it to uint8 would '
+                                'truncate every value, e.g. [0, 1] floats to black)')
+        if images.size and (images.min() < 0 or images.max() > 255):
+            raise bad('images', f'holds values in [{images.min()}, {images.max()}]')
+        if labels.ndim != 1 or labels.dtype.kind not in 'iu':
+            raise bad('labels', f'has shape {labels.shape} and dtype {labels.dtype}')
+        if len(labels) != len(images):
+            raise bad('labels', f'has {len(labels)} entries for {len(images)} images')
+        return images.astype(np.uint8), labels.astype(np.int64)
 
     def load_data_list(self) -> list[dict]:
         """Parse ``annotations/<split>.csv`` into data infos (rows in file order)."""
@@ -103,8 +146,9 @@ class AVDigitsDataset(MultimodalDataset):
         if want_visual:
             images, image_labels = self._load_images()
         data_list = []
+        samples = []
         seen_audio: set[str] = set()
-        with open(self.ann_file, newline='') as f:
+        with open(self.ann_file, newline='', encoding='utf-8-sig') as f:
             reader = csv.DictReader(f)
             missing = [c for c in self.CSV_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
@@ -119,6 +163,7 @@ class AVDigitsDataset(MultimodalDataset):
                 except ValueError:
                     raise ValueError(f'{self.ann_file!r} row {row_no}: image_index '
                                      f'{row["image_index"]!r} is not an integer') from None
+                samples.append(((image_index, row['audio']), row_no))
                 info: dict[str, Any] = dict(label=label, voice=row['voice'],
                                             image_index=image_index)
                 if has_language:
@@ -143,6 +188,7 @@ class AVDigitsDataset(MultimodalDataset):
                             f'{image_index} is a {image_labels[image_index]}')
                     info['visual'] = images[image_index][None, :, :, None].copy()
                 data_list.append(info)
+        self.check_unique(samples, self.ann_file, '(image_index, audio) pair')
         if want_visual and self.visual_mismatch > 0:
             self._mismatch_images(data_list, images, image_labels)
         return data_list

@@ -88,7 +88,7 @@ class AVEDataset(MultimodalDataset):
             raise FileNotFoundError(
                 f'AVEDataset: class list {path!r} not found. It is written by '
                 f'`{PREPROCESS_COMMAND.format(root=data_root)}`; expected {self.DATA_LAYOUT}')
-        with open(path, encoding='utf-8') as f:
+        with open(path, encoding='utf-8-sig') as f:
             classes = tuple(line.strip() for line in f if line.strip())
         if not classes or len(set(classes)) != len(classes):
             raise ValueError(f'AVEDataset: {path!r} must list distinct categories, one a '
@@ -110,13 +110,10 @@ class AVEDataset(MultimodalDataset):
         want_audio = 'audio' in self.modalities
         want_visual = 'visual' in self.modalities
         data_list: list[dict] = []
-        seen: dict[str, int] = {}
-        for line, fields in read_rows(self.ann_file, delimiter='&', min_fields=2):
+        rows = read_rows(self.ann_file, delimiter='&', min_fields=2)
+        self.check_unique(((fields[1], line) for line, fields in rows), self.ann_file, 'clip')
+        for line, fields in rows:
             category, clip_id = fields[0], fields[1]
-            if clip_id in seen:
-                raise ValueError(f'AVEDataset: {self.ann_file!r} line {line} repeats clip '
-                                 f'{clip_id!r} (line {seen[clip_id]})')
-            seen[clip_id] = line
             if category not in self.classes:
                 raise ValueError(f'AVEDataset: {self.ann_file!r} line {line}: category '
                                  f'{category!r} is not in the class list ({self.num_classes} '

@@ -10,8 +10,9 @@ silently dropped: a bad row is an error, not a skipped sample.
 from __future__ import annotations
 
 import os.path as osp
+from collections import defaultdict
 from numbers import Integral
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 from mmengine.dataset import BaseDataset
 
@@ -121,6 +122,27 @@ class MultimodalDataset(BaseDataset):
                 f'row {row} is outside the class list: expected an index in '
                 f'[0, {len(classes) - 1}] or a class name in {classes}')
         return label
+
+    def check_unique(self, entries: Iterable[tuple[Hashable, int]], source: str,
+                     what: str) -> None:
+        """Raise ``ValueError`` when a sample is listed more than once in ``source``.
+
+        ``entries`` are ``(sample id, line)`` pairs in file order. A repeated sample
+        would be trained (or scored) twice per epoch, so it is an error naming the
+        file, each repeated id and all its lines (the first five ids are shown).
+        """
+        lines: dict[Hashable, list[int]] = defaultdict(list)
+        for key, line in entries:
+            lines[key].append(line)
+        repeated = [(key, at) for key, at in lines.items() if len(at) > 1]
+        if not repeated:
+            return
+        shown = '; '.join(f'{key!r} on lines {", ".join(map(str, at))}'
+                          for key, at in repeated[:5])
+        more = f' and {len(repeated) - 5} more' if len(repeated) > 5 else ''
+        raise ValueError(
+            f'{type(self).__name__}: {source!r} lists {len(repeated)} {what}(s) more than '
+            f'once: {shown}{more}; expected each {what} once per split file')
 
     def _validate_data_list(self, data_list: Sequence[dict]) -> None:
         """Safety net after ``load_data_list``: every sample has a valid label."""

@@ -149,8 +149,9 @@ class CEFADataset(MultimodalDataset):
     def load_data_list(self) -> list[dict]:
         """Parse the list into one data info per image (rows and images in order)."""
         data_list = []
+        images = []  # (image, row): an image listed twice (by any rows) is an error
         root = osp.abspath(self.data_root)
-        with open(self.ann_file, encoding='utf-8') as f:
+        with open(self.ann_file, encoding='utf-8-sig') as f:
             for row_no, line in enumerate(f, start=1):
                 fields = line.split()
                 if not fields:
@@ -172,6 +173,7 @@ class CEFADataset(MultimodalDataset):
                     video = rel
                     frames = self._video_frames(video, row_no)
                 for frame in frames:
+                    images.append((f'{video}/{self.modality_dirs["rgb"]}/{frame}', row_no))
                     info: dict[str, Any] = dict(label=label, video=video, frame=frame)
                     for m in self.modalities:
                         path = osp.join(root, video, self.modality_dirs[m], frame)
@@ -181,4 +183,5 @@ class CEFADataset(MultimodalDataset):
                                 'missing')
                         info[f'{m}_path'] = path
                     data_list.append(info)
+        self.check_unique(images, self.ann_file, 'image')
         return data_list

@@ -8,7 +8,8 @@ Kinetics-Sounds). This base reads every split file named by ``class_splits``
 so that train, val and test of one data root always share one class list,
 logs its size, optionally checks it against the ``num_classes`` of the config,
 and checks that every listed clip is on disk. Nothing is skipped: a bad row
-is an error naming the file, the row and what was expected.
+(or a clip listed twice in one split file) is an error naming the file, the row
+and what was expected. Files are read as UTF-8, a byte-order mark ignored.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def read_class_file(path: str) -> tuple[str, ...]:
     if not osp.isfile(path):
         raise FileNotFoundError(f'class file {path!r} not found: expected one class name '
                                 'per line (line i names label i)')
-    with open(path, encoding='utf-8') as f:
+    with open(path, encoding='utf-8-sig') as f:
         names = [line.strip() for line in f if line.strip()]
     if not names:
         raise ValueError(f'class file {path!r} holds no class name')
@@ -192,16 +193,11 @@ class ClipListDataset(MultimodalDataset):
         self._set_classes(rows_by_file)
 
         rows = rows_by_file[self.ann_file]
+        self.check_unique(((r['clip'], r['row']) for r in rows), self.ann_file, 'clip')
         name = type(self).__name__
-        first_row: dict[str, int] = {}
-        repeated = []
         data_list = []
         for r in rows:
             clip = r['clip']
-            if clip in first_row:
-                repeated.append((clip, first_row[clip], r['row']))
-            else:
-                first_row[clip] = r['row']
             label = self._parse_row_label(r)
             info = {k: v for k, v in r.items() if k not in ('row', 'label')}
             info['label'] = label
@@ -219,11 +215,6 @@ class ClipListDataset(MultimodalDataset):
                             'so that the split files list only clips on disk')
                 info[key] = path
             data_list.append(info)
-        if repeated:
-            shown = ', '.join(f'{c!r} (rows {a} and {b})' for c, a, b in repeated[:5])
-            MMLogger.get_current_instance().warning(
-                f'{name}: {len(repeated)} clips are listed more than once in '
-                f'{self.ann_file!r} and are all kept: {shown}')
         self._warn_overlap(rows_by_file)
         return data_list
 

@@ -106,13 +106,10 @@ class CremaDDataset(MultimodalDataset):
         want_audio = 'audio' in self.modalities
         want_visual = 'visual' in self.modalities
         data_list: list[dict] = []
-        seen: dict[str, int] = {}
-        for line, fields in read_rows(self.ann_file, min_fields=2):
+        rows = read_rows(self.ann_file, min_fields=2)
+        self.check_unique(((fields[0], line) for line, fields in rows), self.ann_file, 'clip')
+        for line, fields in rows:
             clip_id = fields[0]
-            if clip_id in seen:
-                raise ValueError(f'CremaDDataset: {self.ann_file!r} line {line} repeats clip '
-                                 f'{clip_id!r} (line {seen[clip_id]})')
-            seen[clip_id] = line
             label = self.parse_label(fields[1], row=line)
             parts = clip_id.split('_')
             if len(parts) != 4 or parts[2] != fields[1]:

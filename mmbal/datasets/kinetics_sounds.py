@@ -60,7 +60,7 @@ class KineticsSoundsDataset(ClipListDataset):
     def read_rows(self, path: str) -> list[dict]:
         """Rows ``<clip>,<num_frames>,<label>`` (no header; blank lines ignored)."""
         rows = []
-        with open(path, newline='', encoding='utf-8') as f:
+        with open(path, newline='', encoding='utf-8-sig') as f:
             for row_no, fields in enumerate(csv.reader(f), start=1):
                 if not fields or not ''.join(fields).strip():
                     continue

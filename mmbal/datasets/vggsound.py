@@ -75,7 +75,7 @@ class VGGSoundDataset(ClipListDataset):
     def read_rows(self, path: str) -> list[dict]:
         """Rows ``ytid,start,label,train|test`` (no header; quoted labels may hold commas)."""
         rows = []
-        with open(path, newline='', encoding='utf-8') as f:
+        with open(path, newline='', encoding='utf-8-sig') as f:
             for row_no, fields in enumerate(csv.reader(f), start=1):
                 if not fields or not ''.join(fields).strip():
                     continue

@@ -392,3 +392,106 @@ def test_visual_mismatch_is_an_exact_fixed_fraction_of_wrong_digit_images():
     assert [i for i in range(len(other)) if other.get_data_info(i).get('visual_mismatch')] != changed
     with pytest.raises(ValueError, match='visual_mismatch=1.5'):
         AVDigitsDataset(split='val', visual_mismatch=1.5)
+
+
+# ------------------------------------------------------------- bad files
+def write_rows(path: Path, rows: list[dict], encoding: str = 'utf-8') -> str:
+    with open(path, 'w', newline='', encoding=encoding) as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return str(path)
+
+
+def test_annotation_file_with_a_byte_order_mark_reads_as_without(tmp_path):
+    """A CSV saved by Excel/Notepad starts with a UTF-8 BOM; its first column still is found."""
+    ann = write_rows(tmp_path / 'bom.csv', read_rows('test_human'), encoding='utf-8-sig')
+    assert open(ann, 'rb').read(3) == b'\xef\xbb\xbf'
+    ds = AVDigitsDataset(data_root=str(DATA_ROOT), split='test_human', ann_file=ann)
+    plain = AVDigitsDataset(data_root=str(DATA_ROOT), split='test_human')
+    assert len(ds) == len(plain)
+    for i in (0, len(ds) - 1):
+        a, b = ds.get_data_info(i), plain.get_data_info(i)
+        assert a['image_index'] == b['image_index'] and a['audio_path'] == b['audio_path']
+
+
+def test_repeated_row_is_an_error_naming_file_and_lines(tmp_path):
+    rows = read_rows('test_human')
+    rows.insert(7, dict(rows[2]))  # row of line 4 again on line 9
+    ann = write_rows(tmp_path / 'dup.csv', rows)
+    with pytest.raises(ValueError) as e:
+        AVDigitsDataset(data_root=str(DATA_ROOT), split='test_human', ann_file=ann)
+    msg = str(e.value)
+    assert repr(ann) in msg and 'lines 4, 9' in msg
+    assert repr((int(rows[2]['image_index']), rows[2]['audio'])) in msg
+    # the same image with another clip of its digit is another sample
+    rows[7]['audio'] = next(r['audio'] for r in rows
+                            if r['label'] == rows[2]['label'] and r['audio'] != rows[2]['audio'])
+    write_rows(tmp_path / 'dup.csv', rows)
+    assert len(AVDigitsDataset(data_root=str(DATA_ROOT), split='test_human', ann_file=ann,
+                               modalities=('visual', ))) == len(rows)
+
+
+def root_with_images(tmp_path: Path, **arrays) -> Path:
+    """A data root with 10 annotated images; ``arrays`` replace the shipped ones in images.npz."""
+    with np.load(DATA_ROOT / 'images.npz') as npz:
+        content = dict(images=npz['images'][:10], labels=npz['labels'][:10])
+    rows = [dict(image_index=i, audio=f'audio/{i}.flac', label=int(content['labels'][i]),
+                 voice='v') for i in range(10)]
+    content.update(arrays)
+    (tmp_path / 'annotations').mkdir()
+    np.savez(tmp_path / 'images.npz', **content)
+    write_rows(tmp_path / 'annotations' / 'train.csv', rows)
+    return tmp_path
+
+
+def load_visual(root: Path) -> AVDigitsDataset:
+    return AVDigitsDataset(data_root=str(root), split='train', modalities=('visual', ))
+
+
+def test_images_npz_of_the_expected_layout_loads(tmp_path):
+    ds = load_visual(root_with_images(tmp_path))
+    with np.load(DATA_ROOT / 'images.npz') as npz:
+        np.testing.assert_array_equal(ds.get_data_info(3)['visual'][0, :, :, 0], npz['images'][3])
+
+
+def test_float_images_are_an_error_not_black_pixels(tmp_path):
+    with np.load(DATA_ROOT / 'images.npz') as npz:
+        scaled = npz['images'][:10].astype(np.float32) / 255  # [0, 1] floats
+    root = root_with_images(tmp_path, images=scaled)
+    with pytest.raises(ValueError) as e:
+        load_visual(root)
+    msg = str(e.value)
+    assert repr(str(root / 'images.npz')) in msg and "key 'images'" in msg
+    assert 'dtype float32' in msg and 'uint8' in msg
+
+
+@pytest.mark.parametrize('arrays, problem', [
+    (dict(images=np.zeros((10, 784), np.uint8)), r"key 'images' has shape \(10, 784\)"),
+    (dict(images=np.full((10, 28, 28), 300, np.int16)),
+     r"key 'images' holds values in \[300, 300\]"),
+    (dict(labels=np.arange(4)), "key 'labels' has 4 entries for 10 images"),
+    (dict(labels=np.zeros(10, np.float32)), "key 'labels' has shape .* dtype float32"),
+])
+def test_misshapen_images_npz_names_file_and_key(tmp_path, arrays, problem):
+    root = root_with_images(tmp_path, **arrays)
+    with pytest.raises(ValueError, match=rf"images\.npz' {problem}"):
+        load_visual(root)
+
+
+def test_truncated_or_corrupt_images_npz_names_the_file(tmp_path):
+    root = root_with_images(tmp_path)
+    npz = root / 'images.npz'
+    data = npz.read_bytes()
+    npz.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=r"Could not read .*images\.npz' as an \.npz archive "
+                                         r'\(BadZipFile'):
+        load_visual(root)
+    corrupt = bytearray(data)
+    corrupt[1000:1100] = bytes(100)  # inside the stored images: the member's CRC-32 fails
+    npz.write_bytes(bytes(corrupt))
+    with pytest.raises(ValueError, match=r"images\.npz' as an \.npz archive .*CRC-32"):
+        load_visual(root)
+    np.savez(npz, pixels=np.zeros((10, 28, 28), np.uint8), labels=np.zeros(10, int))
+    with pytest.raises(ValueError, match=r"images\.npz' lacks the key\(s\) \['images'\]"):
+        load_visual(root)

@@ -95,3 +95,20 @@ def test_clear_errors(ave, tmp_path):
     bad.write_text(f'Cat&{made["val"][1]}&good&0&3\n')
     with pytest.raises(ValueError, match="category 'Cat' is not in the class list"):
         AVEDataset(data_root=str(out), ann_file=str(bad))
+
+
+def test_class_file_with_a_byte_order_mark_and_a_repeated_clip(ave, tmp_path):
+    import shutil
+    out, made, _ = ave
+    root = tmp_path / 'ave'
+    shutil.copytree(out, root, ignore=shutil.ignore_patterns('.preprocess'))
+    classes = root / 'classes.txt'
+    classes.write_text(classes.read_text(), encoding='utf-8-sig')
+    ds = AVEDataset(data_root=str(root), split='train')
+    assert ds.classes == CLASSES  # 'Acoustic guitar', not '\ufeffAcoustic guitar'
+    assert {ds.get_data_info(i)['category'] for i in range(len(ds))} == set(CLASSES)
+    lines = (root / 'splits' / 'val.txt').read_text().splitlines()
+    (root / 'splits' / 'val.txt').write_text('\n'.join(lines + lines[:1]) + '\n')
+    with pytest.raises(ValueError, match=rf"val.txt' lists 1 clip\(s\) more than once: "
+                                         rf"'{made['val'][0]}' on lines 1, {len(lines) + 1}"):
+        AVEDataset(data_root=str(root), split='val')

@@ -158,3 +158,27 @@ def test_missing_and_corrupt_images_name_the_file(cefa_root, tmp_path):
                      pipeline=[dict(type='LoadModalityImage', key='ir', color_type='grayscale')])
     with pytest.raises(ValueError, match=str(bad)):
         ds[0]
+
+
+def test_list_with_a_byte_order_mark(cefa_root, tmp_path):
+    root = tmp_path / 'cefa'
+    shutil.copytree(cefa_root, root)
+    for name in ('4@1_train.txt', '4@1_dev_ref.txt'):
+        (root / name).write_text((root / name).read_text(), encoding='utf-8-sig')
+    train = CEFADataset(data_root=str(root), split='train')
+    assert len(train) == 6 and train.get_data_info(0)['video'] == 'train/1_000_1_1_1'
+    assert len(CEFADataset(data_root=str(root), split='val')) == 8
+
+
+def test_image_listed_twice_is_an_error_naming_list_and_rows(cefa_root, tmp_path):
+    root = tmp_path / 'cefa'
+    shutil.copytree(cefa_root, root)
+    rows = (root / '4@1_train.txt').read_text().splitlines()
+    (root / '4@1_train.txt').write_text('\n'.join(rows + rows[1:2]) + '\n')
+    with pytest.raises(ValueError, match=r"4@1_train.txt' lists 1 image\(s\) more than once: "
+                                         r"'train/1_000_1_1_1/profile/0002.jpg' on lines 2, 7"):
+        CEFADataset(data_root=str(root), split='train')
+    # an image row repeating an image of a video row
+    (root / '4@1_dev_ref.txt').write_text('dev/003000 1\ndev/003000/profile/0003.jpg 1\n')
+    with pytest.raises(ValueError, match=r"'dev/003000/profile/0003.jpg' on lines 1, 2"):
+        CEFADataset(data_root=str(root), split='val')

@@ -157,3 +157,20 @@ def test_registry_and_actor_config(crema):
     base = Config.fromfile(str(CFG))
     assert base.train_dataloader.dataset.split_scheme == 'reference'
     assert base.train_dataloader.dataset.data_root == 'data/crema-d'
+
+
+def test_byte_order_mark_is_ignored_and_a_repeated_clip_is_an_error(crema, tmp_path):
+    out, ids, _, _ = crema
+    split = out / 'splits' / 'reference' / 'val.csv'
+    bom = tmp_path / 'bom.csv'
+    bom.write_text(split.read_text(), encoding='utf-8-sig')
+    plain = CremaDDataset(data_root=str(out), split='val')
+    ds = CremaDDataset(data_root=str(out), ann_file=str(bom))
+    assert [ds.get_data_info(i)['clip_id'] for i in range(len(ds))] == \
+        [plain.get_data_info(i)['clip_id'] for i in range(len(plain))]
+    lines = split.read_text().splitlines()
+    bom.write_text('\n'.join(lines + lines[:1]) + '\n')
+    with pytest.raises(ValueError, match=rf"bom.csv' lists 1 clip\(s\) more than once: "
+                                         rf"'{lines[0].split(',')[0]}' on lines 1, "
+                                         rf'{len(lines) + 1}'):
+        CremaDDataset(data_root=str(out), ann_file=str(bom))

@@ -220,3 +220,28 @@ def test_corrupt_jpg_and_wav_name_the_file(ks_root, tmp_path, cfg):
                pipeline=[dict(type='LoadAudioSpectrogram', preset='ave-ks')])
     with pytest.raises(ValueError, match=str(bad_wav)):
         ds[0]
+
+
+def test_split_and_class_files_with_a_byte_order_mark(ks_root, tmp_path):
+    """Files saved by Excel/Notepad start with a UTF-8 BOM; the first clip id is still found."""
+    root = copy_layout(ks_root, tmp_path / 'ks')
+    for split in SPLITS:
+        path = root / 'splits' / f'{split}.txt'
+        path.write_text(path.read_text(), encoding='utf-8-sig')
+    names = root / 'classes.txt'
+    names.write_text('playing drums\nplaying piano\nsinging\n', encoding='utf-8-sig')
+    ds = KineticsSoundsDataset(data_root=str(root), split='train', class_file=str(names))
+    assert ds.get_data_info(0)['clip'] == SPLITS['train'][0][0]
+    assert ds.classes == ('playing drums', 'playing piano', 'singing')
+
+
+def test_clip_listed_twice_is_an_error_naming_file_clip_and_rows(ks_root, tmp_path):
+    """A repeated row would be trained on twice per epoch (it used to be a warning)."""
+    root = copy_layout(ks_root, tmp_path / 'ks')
+    rows = [f'{c},{n},{y}\n' for c, n, y in SPLITS['train']]
+    (root / 'splits' / 'train.txt').write_text(''.join(rows + rows[:1] + ['\n'] + rows[:1]))
+    with pytest.raises(ValueError) as err:
+        KineticsSoundsDataset(data_root=str(root), split='train')
+    msg = str(err.value)
+    assert str(root / 'splits' / 'train.txt') in msg
+    assert f"'{SPLITS['train'][0][0]}' on lines 1, 4, 6" in msg

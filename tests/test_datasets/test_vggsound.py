@@ -218,3 +218,25 @@ def test_corrupt_frame_and_wav_name_the_file(vgg_root, tmp_path, cfg):
     bad_wav.write_bytes(b'')
     with pytest.raises(ValueError, match=str(bad_wav)):
         ds[0]
+
+
+def test_split_file_with_a_byte_order_mark(vgg_root, tmp_path):
+    root = tmp_path / 'vgg'
+    shutil.copytree(vgg_root, root)
+    for split in SPLITS:
+        path = root / 'splits' / f'{split}.csv'
+        path.write_text(path.read_text(), encoding='utf-8-sig')
+    ds = VGGSoundDataset(data_root=str(root), split='train')
+    assert ds.get_data_info(0)['clip'] == clip_of(SPLITS['train'][0])
+    assert ds.classes == CLASSES
+
+
+def test_clip_listed_twice_is_an_error(vgg_root, tmp_path):
+    """The same ytid and start twice is one clip, even with another label."""
+    root = tmp_path / 'vgg'
+    shutil.copytree(vgg_root, root)
+    (root / 'splits' / 'val.csv').write_text(f'{SPLITS["val"][0]}\n'
+                                             '-0Gj8-vB1q4,30,people marching,train\n')
+    with pytest.raises(ValueError, match=r"val.csv' lists 1 clip\(s\) more than once: "
+                                         r"'-0Gj8-vB1q4_000030' on lines 1, 2"):
+        VGGSoundDataset(data_root=str(root), split='val')

@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ..transforms.media_checks import read_wav_header
 
 #: A clip whose decoded length falls short of the length its container
 #: declares by more than ``max(TRUNCATION_SLACK_S, TRUNCATION_SLACK_FRAC * declared)``
@@ -156,27 +157,15 @@ def _check_length(path: str, what: str, decoded: float, declared: float | None) 
 def check_wav_complete(path: str) -> None:
     """Raise :class:`BrokenInputError` if a RIFF/WAVE file is not one or holds fewer
     data bytes than its header declares (a truncated copy)."""
-    size = os.path.getsize(path)
-    with open(path, 'rb') as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b'RIFF' or head[8:12] != b'WAVE':
-            raise BrokenInputError(f'{path!r} is not a RIFF/WAVE file')
-        pos = 12
-        while True:
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                raise BrokenInputError(f'{path!r} has no data chunk (truncated header)')
-            cid, csize = chunk[:4], struct.unpack('<I', chunk[4:])[0]
-            pos += 8
-            if cid == b'data':
-                # 0 and 0xFFFFFFFF are what streaming writers leave: length unknown.
-                if csize not in (0, 0xFFFFFFFF) and size - pos < csize:
-                    raise BrokenInputError(
-                        f'truncated wav {path!r}: header declares {csize} data bytes, '
-                        f'the file holds {size - pos}')
-                return
-            pos += csize + (csize & 1)
-            f.seek(pos)
+    header = read_wav_header(path)
+    if header is None:
+        raise BrokenInputError(f'{path!r} is not a RIFF/WAVE file')
+    if header.data_offset is None:
+        raise BrokenInputError(f'{path!r} has no data chunk (truncated header)')
+    held = os.path.getsize(path) - header.data_offset
+    if header.data_size is not None and held < header.data_size:
+        raise BrokenInputError(f'truncated wav {path!r}: header declares {header.data_size} '
+                               f'data bytes, the file holds {held}')
 
 
 # ------------------------------------------------------------------ frames

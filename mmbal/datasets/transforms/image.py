@@ -8,6 +8,7 @@ import numpy as np
 
 from mmbal.registry import TRANSFORMS
 from .base import MMBalTransform
+from .media_checks import read_image
 
 
 @TRANSFORMS.register_module()
@@ -22,6 +23,9 @@ class LoadModalityImage(MMBalTransform):
         key (str): Modality name: reads ``results[f'{key}_path']``, writes ``results[key]``.
         color_type (str): ``'color'`` (3 channels, RGB order) or ``'grayscale'``
             (1 channel; a 3-channel file is converted with cv2's BGR->gray weights).
+
+    A file cv2 cannot decode, or a truncated JPEG (which cv2 would fill with grey), is a
+    ``ValueError`` naming the file.
 
     Added keys: ``<key>`` and ``<key>_shape`` ((H, W) as read).
     """
@@ -46,10 +50,7 @@ class LoadModalityImage(MMBalTransform):
         path = results[path_key]
         if not os.path.isfile(path):
             raise FileNotFoundError(f'{self.key} image not found: {path!r}')
-        img = cv2.imread(path, self.COLOR_TYPES[self.color_type])
-        if img is None:
-            raise ValueError(f'Could not decode {self.key} image {path!r}: expected a '
-                             'readable jpg/png/bmp file')
+        img = read_image(path, self.COLOR_TYPES[self.color_type], f'{self.key} image')
         if self.color_type == 'color':
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         else:

@@ -9,6 +9,7 @@ import numpy as np
 
 from mmbal.registry import TRANSFORMS
 from .base import MMBalTransform
+from .media_checks import read_image, wav_declared_frames
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm', '.flv', '.m4v',
                     '.mpg', '.mpeg', '.wmv', '.3gp')
@@ -39,7 +40,9 @@ class LoadAudio(MMBalTransform):
     Decoding: soundfile for the formats libsndfile knows (wav, flac, ogg, mp3, ...);
     decord's ``AudioReader`` for video containers (mp4, avi, ...; decord resamples
     to ``sample_rate`` itself there, or the native rate is estimated from the stream);
-    ``librosa.load`` for anything else.
+    ``librosa.load`` for anything else. A WAV that holds fewer frames than its
+    RIFF header declares (a truncated file, which libsndfile reads short without an
+    error) raises ``ValueError`` naming the file instead of being zero-padded.
 
     Args:
         sample_rate (int | None): Target rate in Hz; None keeps the file's rate.
@@ -94,10 +97,12 @@ class LoadAudio(MMBalTransform):
 
         ext = _extension(path)
         sf_formats = sf.available_formats()
+        declared = None
         try:
             if ext.lstrip('.').upper() in sf_formats or ext in ('.wav', '.flac', '.ogg'):
                 data, rate = sf.read(path, dtype='float32', always_2d=True)
                 wav = data.T
+                declared = wav_declared_frames(path)
             elif ext in VIDEO_EXTENSIONS:
                 wav, rate = self._decode_video(path)
             else:
@@ -108,6 +113,11 @@ class LoadAudio(MMBalTransform):
             raise ValueError(
                 f'Could not decode audio file {path!r} ({type(err).__name__}: {err}); '
                 'expected a readable audio file with >0 samples') from err
+        if declared is not None and wav.shape[-1] < declared:
+            raise ValueError(
+                f'Audio file {path!r} is truncated: its WAV header declares {declared} '
+                f'frames but only {wav.shape[-1]} are in the file; expected the complete '
+                'file (re-extract or re-copy it)')
         if wav.size == 0:
             raise ValueError(
                 f'Audio file {path!r} has 0 samples; expected a readable audio file '
@@ -192,7 +202,8 @@ class LoadFrames(MMBalTransform):
     - ``results['visual']`` already an array (T, H, W, C) (or one (H, W, C) image):
       only the frame sampling is applied.
     - ``visual_path`` a directory of images: file names in natural order
-      (``frame_2`` before ``frame_10``); only sampled frames are decoded (cv2, as RGB).
+      (``frame_2`` before ``frame_10``); only sampled frames are decoded (cv2, as RGB;
+      a truncated JPEG, which cv2 would fill with grey, is an error naming the file).
     - ``visual_path`` a single image file: one frame (repeated if ``num_frames`` > 1).
     - ``visual_path`` a video file: decoded with decord, only the sampled frames.
 
@@ -256,11 +267,7 @@ class LoadFrames(MMBalTransform):
     # -- sources ----------------------------------------------------------------
     @staticmethod
     def _read_image(path: str) -> np.ndarray:
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f'Could not decode image {path!r}: expected a readable '
-                             'jpg/png frame')
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(read_image(path, cv2.IMREAD_COLOR, 'frame'), cv2.COLOR_BGR2RGB)
 
     def _from_dir(self, folder: str) -> tuple[np.ndarray, np.ndarray, int]:
         names = sorted((n for n in os.listdir(folder) if _extension(n) in IMAGE_EXTENSIONS),

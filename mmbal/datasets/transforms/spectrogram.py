@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from mmengine.logging import MMLogger
 
 from mmbal.registry import TRANSFORMS
 from .base import MMBalTransform
@@ -380,11 +381,14 @@ class LoadAudioSpectrogram(MMBalTransform):
     process), the type and parameters of the loader, of every waveform transform
     and of the spectrogram transform, the librosa/scipy/torch versions, a
     format version, and ``sample_idx`` when waveform transforms are present
-    (e.g. :class:`AddNoiseSNR` is seeded per sample). Entries are ``cache_dir/<key[:2]>/<key>.npy``, written to a temp
-    file and ``os.replace``-d, so concurrent dataloader workers never read a
-    partial file. Waveform transforms must be deterministic given
-    ``(waveform, sample_idx)``; random augmentations belong after this
-    transform (on the spectrogram) or in an uncached pipeline.
+    (e.g. :class:`AddNoiseSNR` is seeded per sample). Entries are
+    ``cache_dir/<key[:2]>/<key>.npz`` (one array ``spec``, stored uncompressed),
+    written to a temp file and ``os.replace``-d, so concurrent dataloader workers
+    never read a partial file. The zip member's CRC-32 is checked on every read: an
+    entry that is truncated or corrupt (e.g. bytes changed on disk) is logged as a
+    warning naming the file, recomputed and overwritten. Waveform transforms
+    must be deterministic given ``(waveform, sample_idx)``; random augmentations
+    belong after this transform (on the spectrogram) or in an uncached pipeline.
 
     Presets (``preset=``; ``load``/``spec`` entries override them):
 
@@ -410,7 +414,7 @@ class LoadAudioSpectrogram(MMBalTransform):
 
     is_random = False  # itself; its sub_transforms() are judged on their own
 
-    CACHE_VERSION = 1
+    CACHE_VERSION = 2  # 2: .npz entries whose CRC-32 is checked (1: bare .npy)
 
     def __init__(self,
                  load: dict | None = None,
@@ -463,21 +467,37 @@ class LoadAudioSpectrogram(MMBalTransform):
         return [self.loader, *self.waveform_transforms, self.spec]
 
     def _cache_path(self, key: str) -> str:
-        return os.path.join(self.cache_dir, key[:2], f'{key}.npy')
+        return os.path.join(self.cache_dir, key[:2], f'{key}.npz')
 
     @staticmethod
     def _atomic_save(path: str, array: np.ndarray) -> None:
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.npy')
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.npz')
         try:
             with os.fdopen(fd, 'wb') as f:
-                np.save(f, array, allow_pickle=False)
+                np.savez(f, spec=array)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
+
+    @staticmethod
+    def _read_entry(path: str) -> np.ndarray | None:
+        """The array of a cache entry, or None (with a warning) when it is unreadable.
+
+        Reading the member to its end checks its CRC-32 (``zipfile`` raises
+        ``BadZipFile`` on a mismatch), so corrupt bytes are never returned.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as entry:
+                return np.asarray(entry['spec'])
+        except Exception as err:  # truncated, CRC mismatch, not an archive, no 'spec'
+            MMLogger.get_current_instance().warning(
+                f'LoadAudioSpectrogram: cache entry {path!r} is unreadable or corrupt '
+                f'({type(err).__name__}: {err}); recomputing and overwriting it')
+            return None
 
     @property
     def _out_key(self) -> str:
@@ -503,13 +523,7 @@ class LoadAudioSpectrogram(MMBalTransform):
             raise FileNotFoundError(f"audio file not found: {results['audio_path']!r}")
         path = self._cache_path(self.cache_key(results))
         if os.path.exists(path):
-            try:
-                spec = np.load(path, allow_pickle=False)
-            except (OSError, ValueError, EOFError):
-                spec = None  # unreadable entry (or a pickle, refused): recompute, overwrite
-            if spec is not None and not isinstance(spec, np.ndarray):
-                spec.close()  # an .npz archive under the entry's name: not an entry
-                spec = None
+            spec = self._read_entry(path)
             if spec is not None:
                 self.cache_hits += 1
                 results[self._out_key] = spec

@@ -1,5 +1,6 @@
 """LoadAudio and LoadFrames: decoding, resampling, lengths, sampling, errors naming the file."""
 import os
+from pathlib import Path
 
 import cv2
 import librosa
@@ -8,6 +9,9 @@ import pytest
 import soundfile as sf
 
 from mmbal.datasets.transforms import LoadAudio, LoadFrames
+
+AVDIGITS_CLIP = str(Path(__file__).resolve().parents[3] / 'data' / 'avdigits' / 'audio'
+                    / 'espeak_en-029_klatt' / '0_s140p40.flac')
 
 
 def write_pcm16(path, data, sr):
@@ -190,3 +194,94 @@ def test_corrupt_video_names_the_file(tmp_path):
     path.write_bytes(b'\x00' * 256)
     with pytest.raises(ValueError, match=r'broken\.mp4'):
         LoadFrames()(dict(visual_path=str(path)))
+
+
+# -- files cut short ----------------------------------------------------------------
+
+def truncate(path, fraction):
+    """Keep the first ``fraction`` of the file's bytes, as an interrupted copy does."""
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:
+        f.write(data[:int(len(data) * fraction)])
+    return str(path)
+
+
+def test_truncated_wav_raises_instead_of_zero_padding(tmp_path):
+    """libsndfile reads a WAV cut to 25 % as a short file; LoadAudio would pad it with zeros."""
+    speech, rate = sf.read(AVDIGITS_CLIP, dtype='float32')
+    path = write_pcm16(tmp_path / 'speech.wav', speech, rate)
+    full = LoadAudio(duration=1.0)(dict(audio_path=path))['audio']
+    assert full.shape == (rate, )
+    truncate(path, 0.25)
+    with pytest.raises(ValueError) as err:
+        LoadAudio(duration=1.0)(dict(audio_path=path))
+    msg = str(err.value)
+    assert repr(path) in msg and 'truncated' in msg
+    assert f'declares {len(speech)} frames' in msg
+
+
+def test_truncated_float_and_stereo_wav_raise(tmp_path):
+    path = str(tmp_path / 'stereo_float.wav')
+    sf.write(path, np.full((4000, 2), 0.25, np.float32), 8000, subtype='FLOAT')
+    truncate(path, 0.5)
+    with pytest.raises(ValueError, match=r"stereo_float\.wav' is truncated.*declares 4000 frames"):
+        LoadAudio(mono=False)(dict(audio_path=path))
+
+
+def test_truncated_flac_raises_naming_the_file(tmp_path):
+    """AV-Digits ships FLAC: libsndfile loses sync on a cut FLAC, and LoadAudio names it."""
+    path = str(tmp_path / 'clip.flac')
+    with open(AVDIGITS_CLIP, 'rb') as src, open(path, 'wb') as dst:
+        dst.write(src.read())
+    truncate(path, 0.25)
+    with pytest.raises(ValueError, match=r"Could not decode audio file .*clip\.flac'"):
+        LoadAudio(sample_rate=8000)(dict(audio_path=path))
+
+
+def write_photo_jpeg(path, size=(96, 128)):
+    """A smooth RGB image saved as JPEG by PIL (not cv2), like frames from other tools."""
+    from PIL import Image
+    y, x = np.mgrid[:size[0], :size[1]]
+    rgb = np.stack([x * 2, y * 2, (x + y) % 256], axis=-1).astype(np.uint8)
+    Image.fromarray(rgb).save(str(path), quality=90)
+    return str(path)
+
+
+def test_truncated_jpeg_raises_instead_of_grey_fill(tmp_path):
+    """cv2 decodes a JPEG cut to 40 % with grey rows (and only prints a warning)."""
+    folder = tmp_path / 'clip'
+    folder.mkdir()
+    for i in range(3):
+        write_photo_jpeg(folder / f'{i:05d}.jpg')
+    cut = truncate(folder / '00001.jpg', 0.4)
+    grey = cv2.imread(cut)
+    assert grey is not None and (grey[-10:] == 128).all()  # what cv2 alone returns
+    with pytest.raises(ValueError) as err:
+        LoadFrames(num_frames=3)(dict(visual_path=str(folder)))
+    assert repr(cut) in str(err.value) and 'truncated JPEG' in str(err.value)
+    with pytest.raises(ValueError, match=r"00001\.jpg' is a truncated JPEG"):
+        LoadFrames()(dict(visual_path=cut))
+
+
+def test_truncated_modality_image_raises(tmp_path):
+    from mmbal.datasets.transforms import LoadModalityImage
+    path = truncate(write_photo_jpeg(tmp_path / 'depth.jpg'), 0.4)
+    for color_type in ('color', 'grayscale'):
+        with pytest.raises(ValueError, match=r"depth image .*depth\.jpg' is a truncated JPEG"):
+            LoadModalityImage('depth', color_type)(dict(depth_path=path))
+
+
+def test_complete_jpeg_decodes_as_cv2_imread(tmp_path):
+    """Reading through the check gives cv2.imread's pixels (EXIF orientation included)."""
+    from PIL import Image
+    path = write_photo_jpeg(tmp_path / 'a.jpg')
+    out = LoadFrames()(dict(visual_path=path))['visual'][0]
+    np.testing.assert_array_equal(out, cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB))
+    image = Image.open(path)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    image.save(str(tmp_path / 'rot.jpg'), exif=exif.tobytes(), quality=90)
+    rotated = LoadFrames()(dict(visual_path=str(tmp_path / 'rot.jpg')))['visual'][0]
+    assert rotated.shape == (128, 96, 3)
+    np.testing.assert_array_equal(
+        rotated, cv2.cvtColor(cv2.imread(str(tmp_path / 'rot.jpg')), cv2.COLOR_BGR2RGB))

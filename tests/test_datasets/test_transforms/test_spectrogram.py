@@ -7,6 +7,7 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
+from mmengine.logging import MMLogger
 from scipy import signal
 
 from mmbal.datasets.transforms import LoadAudioSpectrogram, ScipySpectrogram, Spectrogram
@@ -154,7 +155,7 @@ def test_cache_hit_skips_decode_and_stft(tmp_path):
     assert first['audio_sample_rate'] == second['audio_sample_rate'] == SR
     # one finished entry, no temp files left behind
     entries = [p for p in cache.rglob('*') if p.is_file()]
-    assert len(entries) == 1 and entries[0].suffix == '.npy'
+    assert len(entries) == 1 and entries[0].suffix == '.npz'
     # a new transform object (another worker) reuses the entry
     other = LoadAudioSpectrogram(preset='crema-d', cache_dir=str(cache))
     np.testing.assert_array_equal(other(dict(audio_path=path))['audio'], first['audio'])
@@ -220,4 +221,30 @@ def test_unreadable_cache_entry_is_recomputed(tmp_path):
         f.write(b'truncated by a crash')
     out = t(dict(audio_path=path))['audio']
     assert t.cache_misses == 1 and out.shape == (257, 188)
-    np.testing.assert_array_equal(np.load(entry), out)
+    with np.load(entry) as rewritten:
+        np.testing.assert_array_equal(rewritten['spec'], out)
+
+
+def test_corrupt_cache_entry_of_full_size_is_recomputed_with_a_warning(tmp_path, monkeypatch):
+    """Bytes changed inside the stored array (size unchanged) fail the entry's CRC-32;
+    a bare .npy entry parsed the garbage as a spectrogram and used it."""
+    path = write_wav(tmp_path / 'a.wav', 0.3 * chirp_noise(SR))
+    cache = str(tmp_path / 'c')
+    ref = LoadAudioSpectrogram(preset='crema-d', cache_dir=cache)(dict(audio_path=path))['audio']
+    t = LoadAudioSpectrogram(preset='crema-d', cache_dir=cache)
+    entry = t._cache_path(t.cache_key(dict(audio_path=path)))
+    data = bytearray(open(entry, 'rb').read())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(64)
+    with open(entry, 'wb') as f:
+        f.write(data)
+    warnings = []
+    monkeypatch.setattr(MMLogger.get_current_instance(), 'warning', warnings.append)
+    out = t(dict(audio_path=path))['audio']
+    assert (t.cache_hits, t.cache_misses) == (0, 1)
+    np.testing.assert_array_equal(out, ref)
+    assert len(warnings) == 1 and entry in warnings[0] and 'CRC-32' in warnings[0]
+    # the entry was overwritten with the recomputed array and is hit again
+    again = LoadAudioSpectrogram(preset='crema-d', cache_dir=cache)
+    np.testing.assert_array_equal(again(dict(audio_path=path))['audio'], ref)
+    assert again.cache_hits == 1
