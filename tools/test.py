@@ -6,6 +6,7 @@ import os
 from mmengine.config import Config, DictAction
 
 from mmbal.engine import build_runner
+from mmbal.utils import merge_cfg_options
 
 
 def parse_args() -> argparse.Namespace:
@@ -17,6 +18,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, e.g. test_dataloader.dataset.split=test_human')
+    parser.add_argument('--data-root',
+                        help='data root of every dataloader\'s dataset (train, val, test)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -29,8 +32,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options, data_root=args.data_root)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     cfg.load_from = args.checkpoint

@@ -5,6 +5,7 @@ import os
 from mmengine.config import Config, DictAction
 
 from mmbal.engine import build_runner
+from mmbal.utils import merge_cfg_options
 
 
 # The AMP counterpart of each optimizer wrapper that --amp may switch.
@@ -29,7 +30,10 @@ def parse_args() -> argparse.Namespace:
                         help='do not test the val-selected checkpoint after training')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, e.g. randomness.seed=1 train_cfg.max_epochs=2')
+        help='override config settings, e.g. randomness.seed=1 train_cfg.max_epochs=2 '
+        'num_classes=31 visual_degrade.noise_std=0.5 (config variables: mmbal.utils.config_vars)')
+    parser.add_argument('--data-root',
+                        help='data root of every dataloader\'s dataset (train, val, test)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -62,8 +66,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 def main() -> None:
     args = parse_args()
     cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options, data_root=args.data_root)
     cfg = merge_args(cfg, args)
     runner = build_runner(cfg, args.config, args.launcher)
     runner.train()

@@ -14,7 +14,9 @@ default_hooks = dict(
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl'),
+    # timeout: seconds a collective waits for the other ranks (mmbal.utils.dist.DEFAULT_TIMEOUT);
+    # on a CPU machine the backend becomes gloo.
+    dist_cfg=dict(backend='nccl', timeout=600),
 )
 
 vis_backends = [dict(type='LocalVisBackend')]

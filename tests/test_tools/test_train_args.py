@@ -1,18 +1,15 @@
-"""tools/train.py maps its flags onto the config as MMEngine expects."""
+"""tools/train.py (and test.py) map their flags onto the config as MMEngine expects."""
 import argparse
 import importlib.util
 
 import pytest
 from mmengine.config import Config
 
-from .e2e import ROOT
+from .e2e import CONFIG, ROOT
 
 
 def load_train():
-    spec = importlib.util.spec_from_file_location('mmbal_train_tool', ROOT / 'tools/train.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('train')
 
 
 def args(**kw):
@@ -41,3 +38,46 @@ def test_resume_forms():
     assert cfg.resume is True and cfg.load_from is None
     cfg = train.merge_args(Config(dict(optim_wrapper=dict())), args(resume='a/epoch_3.pth'))
     assert cfg.resume is True and cfg.load_from == 'a/epoch_3.pth'
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f'mmbal_{name}_tool', ROOT / f'tools/{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Built(Exception):
+    """Raised by a stand-in build_runner: the test reads the config the tool built."""
+
+
+@pytest.mark.parametrize('tool,extra', [('train', []), ('test', ['ckpt.pth'])])
+def test_data_root_and_config_variables_reach_the_config_the_runner_gets(
+        tool, extra, monkeypatch):
+    module = load_tool(tool)
+    seen = {}
+
+    def fake_build_runner(cfg, path, launcher):
+        seen['cfg'] = cfg
+        raise Built
+
+    monkeypatch.setattr(module, 'build_runner', fake_build_runner)
+    monkeypatch.setattr('sys.argv', [f'{tool}.py', str(ROOT / CONFIG),
+                                     *extra, '--data-root', '/data/avd',
+                                     '--cfg-options', 'visual_degrade.noise_std=0.5'])
+    with pytest.raises(Built):
+        module.main()
+    cfg = seen['cfg']
+    for split in ('train', 'val', 'test'):
+        dataset = cfg[f'{split}_dataloader'].dataset
+        assert dataset.data_root == '/data/avd'
+        assert dataset.pipeline[1].noise_std == 0.5
+
+
+@pytest.mark.parametrize('tool,extra', [('train', []), ('test', ['ckpt.pth'])])
+def test_an_override_nothing_reads_stops_the_tool(tool, extra, monkeypatch):
+    module = load_tool(tool)
+    monkeypatch.setattr('sys.argv', [f'{tool}.py', str(ROOT / CONFIG),
+                                     *extra, '--cfg-options', 'pipeline.1.noise_std=0.5'])
+    with pytest.raises(KeyError, match="nothing reads the top-level key 'pipeline'"):
+        module.main()

@@ -2,11 +2,13 @@
 # a 28x28 digit image paired with a spoken digit of the same class, voices disjoint
 # between train/val/test. Audio: 8 kHz, 1 s, log |STFT| (n_fft 256, hop 128) -> 1 x 129 x 63.
 # Visual: one grayscale frame -> 1 x 1 x 28 x 28.
-# Degrade a modality on purpose with the two degradation transforms, e.g.
-#   --cfg-options audio_degrade.snr_db=-5 (see docs/get_started.md).
+# Degrade a modality on purpose with the two degradation transforms (no-ops here), on all
+# three splits: --cfg-options audio_degrade.snr_db=-5 or visual_degrade.noise_std=0.5
+# (config variables: mmbal.utils.config_vars; see docs/get_started.md).
 dataset_type = 'AVDigitsDataset'
 data_root = 'data/avdigits'
 modalities = ('audio', 'visual')
+num_classes = 10
 
 audio_degrade = dict(type='AddNoiseSNR', snr_db=None, seed=0)
 visual_degrade = dict(type='DegradeImage', noise_std=0.0, downscale=1, seed=0)
@@ -35,5 +37,5 @@ def _loader(split, shuffle):
 train_dataloader = _loader('train', True)
 val_dataloader = _loader('val', False)
 test_dataloader = _loader('test', False)
-val_evaluator = dict(type='MultimodalAccuracy', num_classes=10)
+val_evaluator = dict(type='MultimodalAccuracy', num_classes=num_classes)
 test_evaluator = val_evaluator
