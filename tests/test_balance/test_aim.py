@@ -7,7 +7,7 @@ from torch import nn
 from torch.autograd.functional import jacobian
 
 from mmbal.balance.aim import (BlockParams, DecouplingModule, DenseMap, DepthAdaptivePrototypes,
-                               KroneckerMap, accumulate_grad, block_loss, block_score,
+                               KroneckerMap, block_loss, block_score,
                                block_weights, build_map, carried_logits, class_mean_inputs,
                                depth_coefficient, depth_loss, frozen_logits, map_size,
                                modulation_loss, pam_terms, prototype_logits)
@@ -283,14 +283,6 @@ def test_pdm_loss_trains_only_the_module():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_accumulate_grad_reaches_only_the_given_parameters():
-    a = nn.Parameter(torch.tensor(2.))
-    b = nn.Parameter(torch.tensor(3.))
-    a.grad = torch.tensor(1.)
-    accumulate_grad(a * b * b, [a])
-    assert a.grad.item() == 1. + 9. and b.grad is None
-
-
 # --- score_source='label' ------------------------------------------------------------------------
 def test_carried_logits_equal_the_full_forward():
     torch.manual_seed(4)
@@ -301,6 +293,22 @@ def test_carried_logits_equal_the_full_forward():
     torch.testing.assert_close(carried_logits(enc, 0, h0, head), head(enc(x)))
     h2 = enc.forward_stages(x)[-1]
     torch.testing.assert_close(carried_logits(enc, 2, h2, head), head(h2))
+
+
+def test_carried_logits_keep_bn_stats_and_frozen_trains_nothing_downstream():
+    enc = tiny_resnet().train()
+    head = nn.Linear(32, 2).double()
+    x = torch.randn(3, 1, 16, 16, dtype=D)
+    h0 = enc.forward_stages(x, 1)[0].detach().requires_grad_()
+    before = buffers_of(enc)
+    live = carried_logits(enc, 0, h0, head)
+    assert all(torch.equal(before[n], b) for n, b in enc.named_buffers())
+    # In train mode the carried pass normalises with the batch statistics, as the forward does.
+    torch.testing.assert_close(live, head(enc.pool(enc.forward_stages(x)[-1])))
+    enc.zero_grad(set_to_none=True)
+    frozen = carried_logits(enc, 0, h0, lambda z: z @ head.weight.detach().T, frozen=True)
+    frozen.sum().backward()
+    assert all(p.grad is None for p in enc.parameters()) and h0.grad is not None
 
 
 # --- DAP -----------------------------------------------------------------------------------------
@@ -356,7 +364,7 @@ def test_dap_step_leaves_the_frozen_model_alone():
     means = {'audio': torch.zeros(3, 1, 16, 16, dtype=D), 'feat': torch.zeros(3, 6, dtype=D)}
     before = buffers_of(model)
     out = dap.losses(lambda inputs: frozen_logits(model, inputs), means)
-    accumulate_grad(out['loss'], dap.parameters())
+    out['loss'].backward()
     assert all(p.grad is None for p in model.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in dap.parameters())
     assert model.training and all(torch.equal(before[n], b) for n, b in model.named_buffers())

@@ -28,6 +28,15 @@ from .maps import build_map, grid
 LATENT = 512
 
 
+def cloned_buffers(encoder: BaseEncoder, stage: int) -> Dict[str, torch.Tensor]:
+    """Copies of stage ``stage``'s buffers (BN running statistics), keyed like ``run_stage``.
+
+    Running a stage on them in train mode normalises with the batch statistics
+    and updates the copies; the encoder's own statistics are left as they are.
+    """
+    return {n: b.detach().clone() for n, b in encoder.stage_module(stage).named_buffers()}
+
+
 class BlockParams:
     """Names, shapes and flattening of one encoder stage's parameters.
 
@@ -70,9 +79,8 @@ class BlockParams:
         In train mode BN normalises with the batch statistics and updates the
         clones; the encoder's own running statistics are left as they are.
         """
-        buffers = {n: b.detach().clone()
-                   for n, b in self.encoder.stage_module(self.stage).named_buffers()}
-        return self.encoder.run_stage(self.stage, h, {**self.unflatten(theta), **buffers})
+        return self.encoder.run_stage(self.stage, h, {**self.unflatten(theta),
+                                                      **cloned_buffers(self.encoder, self.stage)})
 
 
 class DecouplingModule(nn.Module):
@@ -128,10 +136,9 @@ def pam_terms(module: DecouplingModule, block: BlockParams, h_in: torch.Tensor,
         ``aux_logits`` (graph to ``theta`` and ``h_in``, not to the module),
         ``loss_g`` (CE of the complementary block on the detached input),
         ``loss_re`` (``||theta - Psi(Phi_lat(theta))||^2``, summed), ``loss_pdm``
-        (their sum) and ``mask_mean`` (detached float64). With eq. 9 logits
-        ``loss_pdm`` reaches the module only; a ``logits_fn`` with parameters of
-        its own (``score_source='label'``: the later blocks, the classifier)
-        is reached too, so apply it with :func:`accumulate_grad` to the module.
+        (their sum) and ``mask_mean`` (detached float64). ``loss_pdm`` reaches
+        the module only, provided ``logits_fn`` has no live parameters of its own
+        (eq. 9 logits have none; for carried logits pass ``frozen=True``).
     """
     if module.num_params != block.num_params:
         raise ValueError(f'pam_terms: the module maps {module.num_params} parameters but '

@@ -16,6 +16,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from mmbal.models.backbones.base_encoder import BaseEncoder
 from ..dataset_pass import dataset_pass, eval_mode, mean_of, per_class_sums
@@ -126,13 +127,16 @@ class DepthAdaptivePrototypes(nn.Module):
 
 
 def frozen_logits(model: nn.Module, inputs: Dict[str, torch.Tensor]) -> torch.Tensor:
-    """The classifier's fused logits on ``inputs`` in eval mode (BN frozen).
+    """The classifier's fused logits on ``inputs``, the network frozen.
 
-    Gradients still flow to ``inputs``; train only the prototypes with
-    :func:`~mmbal.balance.aim.grads.accumulate_grad` so the network keeps its ``.grad``.
+    Eval mode (BN uses and never updates its running statistics; the training
+    flags are restored) and detached parameters (``functional_call``), so a
+    plain ``backward`` reaches ``inputs`` (the prototypes) and nothing of the
+    network.
     """
+    frozen = {n: p.detach() for n, p in model.named_parameters()}
     with eval_mode(model):
-        return model.classify(model.encode(inputs))
+        return functional_call(model, frozen, (inputs, ), dict(mode='tensor'))
 
 
 def class_mean_inputs(loader: Iterable, model: nn.Module, num_classes: int,

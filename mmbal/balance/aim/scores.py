@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from mmbal.models.backbones.base_encoder import BaseEncoder
+from .decoupling import cloned_buffers
 
 EPS = 1e-8
 Pool = Optional[Callable[[torch.Tensor], torch.Tensor]]
@@ -44,18 +45,28 @@ def prototype_logits(h: torch.Tensor, prototypes: torch.Tensor, pool: Pool = Non
 
 
 def carried_logits(encoder: BaseEncoder, stage: int, h: torch.Tensor,
-                   classify: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+                   classify: Callable[[torch.Tensor], torch.Tensor], frozen: bool = False
+                   ) -> torch.Tensor:
     """``score_source='label'``: carry stage ``stage``'s output through the later stages.
+
+    The later stages run on cloned buffers, so the extra passes never move the
+    encoder's BN running statistics.
 
     Args:
         encoder: The modality's encoder.
         stage: Index of the stage that produced ``h`` (0-based).
         h: Its output (stage layout), with its graph.
         classify: The modality's share of the classifier, pooled feature
-            ``(B, C_m)`` -> ``(B, num_classes)`` (e.g. its analytic logits).
+            ``(B, C_m)`` -> ``(B, num_classes)`` (e.g. its analytic logits);
+            with ``frozen`` it must not train anything itself.
+        frozen: Run the later stages on detached parameters (for ``L_pdm``,
+            which trains the decoupling module only).
     """
     for j in range(stage + 1, encoder.num_stages):
-        h = encoder.run_stage(j, h)
+        params = cloned_buffers(encoder, j)
+        if frozen:
+            params.update((n, p.detach()) for n, p in encoder.stage_parameters(j))
+        h = encoder.run_stage(j, h, params)
     return classify(encoder.pool(h))
 
 
