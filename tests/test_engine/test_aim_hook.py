@@ -1,0 +1,221 @@
+"""AIMHook through mmbal's training step: Algorithm 1's phases, gradient routing, state."""
+import copy
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmbal.balance.aim import (block_loss, block_score, block_weights, cloned_buffers,
+                               depth_coefficient, depth_loss, modulation_loss, prototype_logits)
+from mmbal.balance import build_split_loader
+from mmbal.engine.hooks import AIMHook
+from mmbal.engine.step import StepContext
+from mmbal.models.classifiers import MultimodalClassifier
+from step_utils import Stepper, step_grads
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+K = 3
+#: AV-Digits train rows read by the class-mean test: the first ROWS cover all 10 digits.
+ROWS = 40
+
+
+def tiny_model(seed: int = 0, feat_stages=(5, 5, 5)) -> MultimodalClassifier:
+    torch.manual_seed(seed)
+    return MultimodalClassifier(
+        encoders=dict(audio=dict(type='ResNet18', in_channels=1, base_channels=4),
+                      feat=dict(type='MLPEncoder', in_channels=6, out_channels=4,
+                                hidden_channels=feat_stages)),
+        fusion=dict(type='ConcatFusion'), head=dict(type='LinearClsHead', num_classes=K))
+
+
+def batch(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    inputs = dict(audio=torch.randn(4, 1, 16, 16, generator=g), feat=torch.randn(4, 6, generator=g))
+    return inputs, dict(gt_label=torch.tensor([0, 1, 2, 1]))
+
+
+def class_means(seed: int = 2):
+    g = torch.Generator().manual_seed(seed)
+    return dict(audio=torch.randn(K, 1, 16, 16, generator=g, dtype=torch.float64),
+                feat=torch.randn(K, 6, generator=g, dtype=torch.float64))
+
+
+def ready_hook(model, **kw) -> AIMHook:
+    hook = AIMHook(switch_epoch=kw.pop('switch_epoch', 1), **kw)
+    torch.manual_seed(3)
+    hook.prepare(model, class_means())
+    return hook
+
+
+def buffers(model):
+    return {n: b.clone() for n, b in model.named_buffers()}
+
+
+def test_before_the_switch_the_model_trains_on_ce_only():
+    inputs, samples = batch()
+    model = tiny_model()
+    plain, _ = step_grads(model, [], inputs, samples)
+    plain_buffers = buffers(model)
+    model = tiny_model()
+    hook = ready_hook(model)
+    grads, log = step_grads(model, [hook], inputs, samples, epoch=0)
+    for name, g in plain.items():
+        torch.testing.assert_close(grads[name], g, rtol=0, atol=0)
+    assert all(torch.equal(b, plain_buffers[n]) for n, b in model.named_buffers())
+    assert 'loss_aim_pdm' in log and 'loss_aim_dap' in log and 'loss_aim_mod' not in log
+    # The prototypes and the modules got their gradients and were stepped.
+    for opt in hook.optimizers():
+        params = [p for group in opt.param_groups for p in group['params']]
+        assert params and all(p.grad is None for p in params)  # zeroed after the step
+        assert any(opt.state[p].get('momentum_buffer') is not None for p in params)
+
+
+def test_from_the_switch_encoders_learn_from_l_mod_only():
+    inputs, samples = batch()
+    model = tiny_model()
+    plain_forward = copy.deepcopy(model).train()
+    plain_forward(inputs, samples, mode='tensor')   # BN statistics after one forward
+    hook = ready_hook(model, pam=False)
+    # P_d in eval mode, with the running statistics this batch's forward has just updated.
+    prototypes = {m: hook.dap.depth_prototypes(m, plain_forward.encoders[m])
+                  for m in model.modalities}
+    before = copy.deepcopy(model)
+    grads, log = step_grads(model, [hook], inputs, samples, epoch=1)
+    # The trained total is L_mod + the DAP loss: no CE(f, y).
+    assert log['loss'].item() == pytest.approx(
+        log['loss_aim_mod'].item() + log['loss_aim_dap'].item(), rel=1e-6)
+    for name, _ in model.fusion.named_parameters(prefix='fusion'):
+        assert grads[name] is None
+    for name, _ in model.head.named_parameters(prefix='head'):
+        assert grads[name] is None
+    for n, b in model.named_buffers():
+        assert torch.equal(b, dict(plain_forward.named_buffers())[n]), n
+    # The encoder gradient is d L_mod / d theta, L_mod rebuilt from eqs. 9-12, 14-15.
+    labels = samples['gt_label']
+    per_depth = []
+    for m in before.modalities:
+        enc, h, terms = before.encoders[m], before.encoders[m].prepare(inputs[m]), []
+        for i in range(enc.num_stages):
+            h = enc.run_stage(i, h, cloned_buffers(enc, i))
+            logits = prototype_logits(h, prototypes[m][i])
+            terms.append((block_score(logits, labels), block_loss(logits, labels)))
+        per_depth.append(terms)
+    depth_losses, alphas = [], []
+    for i in range(4):
+        s = torch.stack([per_depth[j][i][0] for j in range(2)])
+        rho, _ = block_weights(s)
+        alphas.append(depth_coefficient(s))
+        depth_losses.append(depth_loss([per_depth[j][i][1] for j in range(2)], rho))
+    expected_loss = modulation_loss(alphas, depth_losses)
+    assert log['loss_aim_mod'].item() == pytest.approx(expected_loss.item(), rel=1e-5)
+    names = [n for n, _ in before.encoders.named_parameters(prefix='encoders')]
+    expected = torch.autograd.grad(expected_loss, list(before.encoders.parameters()),
+                                   allow_unused=True)
+    for name, g in zip(names, expected):
+        if g is None:
+            assert grads[name] is None, name
+        else:
+            torch.testing.assert_close(grads[name], g, rtol=1e-4, atol=1e-7)
+
+
+def test_ce_after_switch_keeps_the_head_learning():
+    inputs, samples = batch()
+    model = tiny_model()
+    hook = ready_hook(model, ce_after_switch=True, pdm_after_switch=False)
+    grads, log = step_grads(model, [hook], inputs, samples, epoch=1)
+    assert 'loss' in log and 'loss_aim_mod' in log and 'loss_aim_pdm' not in log
+    assert grads['head.fc.weight'] is not None
+
+
+def test_logs_every_score_weight_and_coefficient():
+    inputs, samples = batch()
+    model = tiny_model()
+    hook = ready_hook(model)
+    Stepper(model, [hook], lr=0.0)(inputs, samples, epoch=1)
+    logged = set(hook._pending)
+    for d in range(1, 5):
+        assert f'alpha/{d}' in logged
+        for m in model.modalities:
+            assert {f's/{m}/{d}', f's_aux/{m}/{d}', f'rho/{m}/{d}', f'rho_aux/{m}/{d}',
+                    f'mask/{m}/{d}'} <= logged
+    rho = sum(float(hook._pending[f'{k}/{m}/1']) for k in ('rho', 'rho_aux')
+              for m in model.modalities)
+    assert rho == pytest.approx(1.0, rel=1e-9)
+
+
+def test_state_round_trip_restores_prototypes_modules_and_momentum():
+    inputs, samples = batch()
+    model = tiny_model()
+    hook = ready_hook(model)
+    Stepper(model, [hook], lr=0.1)(inputs, samples, epoch=0)
+    state = copy.deepcopy(hook.state_dict())
+    resumed = AIMHook(switch_epoch=1)
+    resumed.load_state_dict(state)          # before prepare, as a resume does
+    torch.manual_seed(99)
+    resumed.prepare(model, class_means())
+    for a, b in zip(hook.dap.parameters(), resumed.dap.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(hook.modules_.parameters(), resumed.modules_.parameters()):
+        assert torch.equal(a, b)
+    for old, new in zip(hook.optimizers(), resumed.optimizers()):
+        assert str(old.state_dict()) == str(new.state_dict())
+    fresh = ready_hook(tiny_model())
+    with pytest.raises(KeyError, match='no decoupling modules'):
+        fresh.load_state_dict({'dap': state['dap'], 'optimizers': state['optimizers']})
+
+
+def test_before_train_takes_the_class_means_of_the_train_split_with_the_eval_pipeline():
+    root = Path(__file__).resolve().parents[2] / 'data' / 'avdigits'
+
+    def loader(split, pipeline):
+        return dict(batch_size=4, num_workers=0, collate_fn=dict(type='default_collate'),
+                    sampler=dict(type='DefaultSampler', shuffle=split == 'train'),
+                    dataset=dict(type='AVDigitsDataset', data_root=str(root), split=split,
+                                 modalities=('visual', ), pipeline=pipeline, indices=ROWS))
+    pack = dict(type='PackMultimodalInputs', modalities=('visual', ))
+    train = [dict(type='DegradeImage', noise_std=0.5, seed=3), pack]
+    evaluation = [dict(type='Normalize', mean=[0.1307], std=[0.3081]), pack]
+    cfg = Config(dict(train_dataloader=loader('train', train),
+                      val_dataloader=loader('val', evaluation)))
+    torch.manual_seed(0)
+    model = MultimodalClassifier(
+        encoders=dict(visual=dict(type='ResNet18', in_channels=1, base_channels=4)),
+        fusion=dict(type='ConcatFusion'), head=dict(type='LinearClsHead', num_classes=10))
+    runner = SimpleNamespace(cfg=cfg, model=model,
+                             train_loop=SimpleNamespace(runs_balance_step=True))
+    hook = AIMHook(switch_epoch=1)
+    hook.before_train(runner)
+    # The same rows read with the eval pipeline, averaged per class by hand.
+    rows = list(build_split_loader(cfg, 'train', pipeline='eval'))
+    x = torch.cat([model.data_preprocessor(b)['inputs']['visual'] for b in rows]).double()
+    y = torch.cat([b['data_samples']['gt_label'] for b in rows])
+    means = hook.class_means['visual']
+    assert means.shape == (10, 1, 1, 28, 28)
+    for k in range(10):
+        torch.testing.assert_close(means[k], x[y == k].mean(0))
+    assert tuple(hook.dap.prototypes['visual'].shape) == (10, 1, 1, 28, 28)
+
+
+def test_aim_hook_refuses_ddp_for_now():
+    model = tiny_model()
+    hook = ready_hook(model)
+    inputs, samples = batch()
+    outputs = model(inputs, samples, mode='outputs')
+    with pytest.raises(NotImplementedError, match='does not reduce its scores over ranks'):
+        hook.after_forward(StepContext(model=model, world_size=2), outputs, samples)
+
+
+def test_aim_hook_checks_its_config():
+    with pytest.raises(ValueError, match='switch_epoch=-1; expected an int >= 0'):
+        AIMHook(switch_epoch=-1)
+    with pytest.raises(ValueError, match="pdm_map='conv'"):
+        AIMHook(switch_epoch=1, pdm_map='conv')
+    with pytest.raises(ValueError, match='different numbers of blocks'):
+        ready_hook(tiny_model(feat_stages=(5, )))
+    model = tiny_model()
+    hook = AIMHook(switch_epoch=1)
+    inputs, samples = batch()
+    with pytest.raises(RuntimeError, match='prepare'):
+        Stepper(model, [hook])(inputs, samples)
