@@ -7,8 +7,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmbal.balance.aim import (block_loss, block_score, block_weights, cloned_buffers,
-                               depth_coefficient, depth_loss, modulation_loss, prototype_logits)
+from mmbal.balance.aim import (BlockParams, block_loss, block_score, block_weights, cloned_buffers,
+                               depth_coefficient, depth_loss, modulation_loss, pam_terms,
+                               prototype_logits)
 from mmbal.balance import build_split_loader
 from mmbal.engine.hooks import AIMHook
 from mmbal.engine.step import StepContext
@@ -72,42 +73,52 @@ def test_before_the_switch_the_model_trains_on_ce_only():
         assert any(opt.state[p].get('momentum_buffer') is not None for p in params)
 
 
-def test_from_the_switch_encoders_learn_from_l_mod_only():
+@pytest.mark.parametrize('pam, dam', [(False, True), (True, True), (True, False)])
+def test_from_the_switch_encoders_learn_from_l_mod_only(pam, dam):
     inputs, samples = batch()
     model = tiny_model()
     plain_forward = copy.deepcopy(model).train()
     plain_forward(inputs, samples, mode='tensor')   # BN statistics after one forward
-    hook = ready_hook(model, pam=False)
+    hook = ready_hook(model, pam=pam, dam=dam)
     # P_d in eval mode, with the running statistics this batch's forward has just updated.
     prototypes = {m: hook.dap.depth_prototypes(m, plain_forward.encoders[m])
                   for m in model.modalities}
-    before = copy.deepcopy(model)
+    before, modules = copy.deepcopy(model), copy.deepcopy(hook.modules_)
     grads, log = step_grads(model, [hook], inputs, samples, epoch=1)
-    # The trained total is L_mod + the DAP loss: no CE(f, y).
+    # The trained total is L_mod + the DAP loss (+ L_pdm): no CE(f, y).
+    extra = log['loss_aim_pdm'].item() if pam else 0.0
     assert log['loss'].item() == pytest.approx(
-        log['loss_aim_mod'].item() + log['loss_aim_dap'].item(), rel=1e-6)
+        log['loss_aim_mod'].item() + log['loss_aim_dap'].item() + extra, rel=1e-6)
     for name, _ in model.fusion.named_parameters(prefix='fusion'):
         assert grads[name] is None
     for name, _ in model.head.named_parameters(prefix='head'):
         assert grads[name] is None
     for n, b in model.named_buffers():
         assert torch.equal(b, dict(plain_forward.named_buffers())[n]), n
-    # The encoder gradient is d L_mod / d theta, L_mod rebuilt from eqs. 9-12, 14-15.
+    # The encoder gradient is d L_mod / d theta, L_mod rebuilt from eqs. 9-15.
     labels = samples['gt_label']
     per_depth = []
     for m in before.modalities:
         enc, h, terms = before.encoders[m], before.encoders[m].prepare(inputs[m]), []
         for i in range(enc.num_stages):
-            h = enc.run_stage(i, h, cloned_buffers(enc, i))
+            h_in, h = h, enc.run_stage(i, h, cloned_buffers(enc, i))
             logits = prototype_logits(h, prototypes[m][i])
-            terms.append((block_score(logits, labels), block_loss(logits, labels)))
+            term = [block_score(logits, labels), block_loss(logits, labels)]
+            if pam:
+                aux = pam_terms(modules[m][i], BlockParams(enc, i), h_in, labels,
+                                lambda o, p=prototypes[m][i]: prototype_logits(o, p))
+                term += [block_score(aux['aux_logits'], labels),
+                         block_loss(aux['aux_logits'], labels)]
+            terms.append(term)
         per_depth.append(terms)
     depth_losses, alphas = [], []
     for i in range(4):
-        s = torch.stack([per_depth[j][i][0] for j in range(2)])
-        rho, _ = block_weights(s)
-        alphas.append(depth_coefficient(s))
-        depth_losses.append(depth_loss([per_depth[j][i][1] for j in range(2)], rho))
+        t = [per_depth[j][i] for j in range(2)]
+        s = torch.stack([x[0] for x in t])
+        rho, rho_aux = block_weights(s, torch.stack([x[2] for x in t]) if pam else None)
+        alphas.append(depth_coefficient(s, dam))
+        depth_losses.append(depth_loss([x[1] for x in t], rho,
+                                       [x[3] for x in t] if pam else None, rho_aux))
     expected_loss = modulation_loss(alphas, depth_losses)
     assert log['loss_aim_mod'].item() == pytest.approx(expected_loss.item(), rel=1e-5)
     names = [n for n, _ in before.encoders.named_parameters(prefix='encoders')]
