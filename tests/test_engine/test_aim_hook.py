@@ -70,7 +70,7 @@ def test_before_the_switch_the_model_trains_on_ce_only():
     for opt in hook.optimizers():
         params = [p for group in opt.param_groups for p in group['params']]
         assert params and all(p.grad is None for p in params)  # zeroed after the step
-        assert any(opt.state[p].get('momentum_buffer') is not None for p in params)
+        assert all(opt.state[p].get('step', 0) == 1 for p in params)  # Adam stepped once
 
 
 @pytest.mark.parametrize('pam, dam', [(False, True), (True, True), (True, False)])
@@ -223,6 +223,11 @@ def test_aim_hook_checks_its_config():
         AIMHook(switch_epoch=-1)
     with pytest.raises(ValueError, match="pdm_map='conv'"):
         AIMHook(switch_epoch=1, pdm_map='conv')
+    with pytest.raises(ValueError, match=r"dap_optimizer=\{'lr': 0.1\}; expected an optimizer cfg"):
+        AIMHook(switch_epoch=1, dap_optimizer=dict(lr=0.1))
+    hook = ready_hook(tiny_model(), pdm_optimizer=dict(type='SGD', lr=0.5))
+    assert [type(o).__name__ for o in hook.optimizers()] == ['Adam', 'SGD']
+    assert hook.optimizers()[1].param_groups[0]['lr'] == 0.5
     with pytest.raises(ValueError, match='different numbers of blocks'):
         ready_hook(tiny_model(feat_stages=(5, )))
     model = tiny_model()

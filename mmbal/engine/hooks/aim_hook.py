@@ -27,9 +27,12 @@ from mmbal.balance.aim import (MAPS, BlockParams, DecouplingModule, DepthAdaptiv
                                modulation_loss, pam_terms, prototype_logits)
 from mmbal.balance.dataset_pass import build_split_loader
 from mmbal.engine.step import BalanceTerms, PassPlan
-from mmbal.registry import HOOKS
+from mmbal.registry import HOOKS, OPTIMIZERS
 from .base_balance_hook import BaseBalanceHook
 from .mmpareto_hook import MMParetoHook
+
+#: Optimizer of the prototypes and of the modules unless configured (see docs/methods/aim.md).
+DEFAULT_OPTIMIZER = dict(type='Adam', lr=1e-3)
 
 
 @HOOKS.register_module()
@@ -48,7 +51,9 @@ class AIMHook(BaseBalanceHook):
         pdm_after_switch: Keep training the modules with ``L_pdm`` from E.
         pdm_map, rank, latent: The decoupling modules' maps (see DecouplingModule).
         model_input: What the network sees of the prototypes ('raw' | 'decoded').
-        dap_lr, pdm_lr, momentum: The SGD optimizers of the prototypes and modules.
+        dap_optimizer, pdm_optimizer: Optimizer cfgs (``OPTIMIZERS``, without
+            ``params``) of the prototypes with their decoders, and of the
+            decoupling modules.
         class_mean_pipeline: Pipeline of the class-mean dataset pass ('eval').
     """
 
@@ -57,8 +62,8 @@ class AIMHook(BaseBalanceHook):
     def __init__(self, switch_epoch: int, pam: bool = True, dam: bool = True,
                  pool: bool = False, ce_after_switch: bool = False,
                  pdm_after_switch: bool = True, pdm_map: str = 'kron', rank: int = 8,
-                 latent: int = 512, model_input: str = 'raw', dap_lr: float = 1e-3,
-                 pdm_lr: float = 1e-3, momentum: float = 0.9,
+                 latent: int = 512, model_input: str = 'raw',
+                 dap_optimizer: Optional[dict] = None, pdm_optimizer: Optional[dict] = None,
                  class_mean_pipeline: str = 'eval') -> None:
         super().__init__()
         if isinstance(switch_epoch, bool) or int(switch_epoch) != switch_epoch \
@@ -67,15 +72,18 @@ class AIMHook(BaseBalanceHook):
                              f'(the epoch from which the encoders learn from L_mod)')
         if pdm_map not in MAPS:
             raise ValueError(f'AIMHook: pdm_map={pdm_map!r}; expected one of {MAPS}')
-        for name, value in (('dap_lr', dap_lr), ('pdm_lr', pdm_lr)):
-            if not value > 0:
-                raise ValueError(f'AIMHook: {name}={value!r}; expected > 0')
+        for name, value in (('dap_optimizer', dap_optimizer), ('pdm_optimizer', pdm_optimizer)):
+            if value is not None and (not isinstance(value, dict) or 'type' not in value
+                                      or 'params' in value):
+                raise ValueError(f'AIMHook: {name}={value!r}; expected an optimizer cfg dict '
+                                 f"with a 'type' and no 'params'")
         self.switch_epoch = int(switch_epoch)
         self.pam, self.dam, self.pool = bool(pam), bool(dam), bool(pool)
         self.ce_after_switch, self.pdm_after_switch = bool(ce_after_switch), bool(pdm_after_switch)
         self.pdm_map, self.rank, self.latent = pdm_map, int(rank), int(latent)
         self.model_input = model_input
-        self.dap_lr, self.pdm_lr, self.momentum = float(dap_lr), float(pdm_lr), float(momentum)
+        self.dap_optimizer = dict(dap_optimizer or DEFAULT_OPTIMIZER)
+        self.pdm_optimizer = dict(pdm_optimizer or DEFAULT_OPTIMIZER)
         self.class_mean_pipeline = class_mean_pipeline
         self.dap: Optional[DepthAdaptivePrototypes] = None
         self.modules_: Optional[nn.ModuleDict] = None
@@ -110,16 +118,16 @@ class AIMHook(BaseBalanceHook):
         self.dap = DepthAdaptivePrototypes(
             {m: tuple(v.shape[1:]) for m, v in self.class_means.items()}, num_classes,
             self.model_input).to(device=param.device, dtype=param.dtype)
-        self._optimizers = [torch.optim.SGD(self.dap.parameters(), lr=self.dap_lr,
-                                            momentum=self.momentum)]
+        self._optimizers = [OPTIMIZERS.build({**self.dap_optimizer,
+                                              'params': self.dap.parameters()})]
         if self.pam:
             self.modules_ = nn.ModuleDict({m: nn.ModuleList(
                 DecouplingModule(BlockParams(model.encoders[m], i).num_params, self.latent,
                                  self.pdm_map, self.rank)
                 for i in range(model.encoders[m].num_stages)) for m in model.modalities})
             self.modules_.to(device=param.device, dtype=param.dtype)
-            self._optimizers.append(torch.optim.SGD(self.modules_.parameters(), lr=self.pdm_lr,
-                                                    momentum=self.momentum))
+            self._optimizers.append(OPTIMIZERS.build({**self.pdm_optimizer,
+                                                      'params': self.modules_.parameters()}))
         if self._pending_state is not None:
             self.load_state_dict(self._pending_state)
         print_log(f'AIMHook: switch_epoch={self.switch_epoch}, pam={self.pam} '
