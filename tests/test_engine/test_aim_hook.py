@@ -1,5 +1,6 @@
 """AIMHook through mmbal's training step: Algorithm 1's phases, gradient routing, state."""
 import copy
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -235,3 +236,42 @@ def test_aim_hook_checks_its_config():
     inputs, samples = batch()
     with pytest.raises(RuntimeError, match='prepare'):
         Stepper(model, [hook])(inputs, samples)
+
+
+def runner_cfg(work_dir, max_epochs: int, resume: bool = False) -> Config:
+    root = Path(__file__).resolve().parents[2]
+    cfg = Config.fromfile(str(root / 'configs/concat/concat_r18_avdigits.py'))
+    options = {'work_dir': str(work_dir), 'train_cfg.max_epochs': max_epochs,
+               'train_cfg.val_interval': 100, 'resume': resume}
+    for split in ('train', 'val', 'test'):
+        options.update({f'{split}_dataloader.dataset.data_root': str(root / 'data/avdigits'),
+                        f'{split}_dataloader.dataset.indices': ROWS,
+                        f'{split}_dataloader.num_workers': 0,
+                        f'{split}_dataloader.persistent_workers': False,
+                        f'{split}_dataloader.batch_size': 20})
+    cfg.merge_from_dict(options)
+    cfg.model.encoders.audio.base_channels = 4
+    cfg.model.encoders.visual.base_channels = 4
+    cfg.custom_hooks = [dict(type='AIMHook', switch_epoch=1)]
+    return cfg
+
+
+@pytest.mark.slow
+def test_runner_trains_both_phases_and_resumes_the_aim_state(tmp_path):
+    from mmbal.engine.runner import build_runner
+    config = str(Path(__file__).resolve().parents[2] / 'configs/concat/concat_r18_avdigits.py')
+    runner = build_runner(runner_cfg(tmp_path, max_epochs=2), config)
+    runner.train()
+    scalars = runner.message_hub.log_scalars
+    for key in ('train/loss_aim_dap', 'train/loss_aim_pdm', 'train/loss_aim_mod',
+                'train/balance/aim/alpha/4', 'train/balance/aim/rho_aux/visual/1'):
+        assert math.isfinite(scalars[key].current()), key
+    saved = torch.load(tmp_path / 'epoch_2.pth', map_location='cpu',
+                       weights_only=False)['balance_hooks']['aim']
+    resumed = build_runner(runner_cfg(tmp_path, max_epochs=2, resume=True), config)
+    resumed.train()                        # nothing left to train: the state as restored
+    hook = next(h for h in resumed.hooks if isinstance(h, AIMHook))
+    for name, value in hook.dap.state_dict().items():
+        assert torch.equal(value, saved['dap'][name]), name
+    for name, value in hook.modules_.state_dict().items():
+        assert torch.equal(value, saved['modules'][name]), name
