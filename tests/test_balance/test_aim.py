@@ -7,10 +7,10 @@ from torch import nn
 from torch.autograd.functional import jacobian
 
 from mmbal.balance.aim import (BlockParams, DecouplingModule, DenseMap, DepthAdaptivePrototypes,
-                               KroneckerMap, block_loss, block_score,
-                               block_weights, build_map, carried_logits, class_mean_inputs,
-                               depth_coefficient, depth_loss, frozen_logits, map_size,
-                               modulation_loss, pam_terms, prototype_logits)
+                               KroneckerMap, block_loss, block_score, block_weights, build_map,
+                               carried_logits, class_mean_inputs, depth_coefficient, depth_loss,
+                               frozen_logits, frozen_share, map_size, modulation_loss, pam_terms,
+                               prototype_logits)
 from mmbal.models.backbones.mlp import MLPEncoder
 from mmbal.models.backbones.resnet import ResNet18
 from mmbal.models.classifiers import MultimodalClassifier
@@ -309,6 +309,23 @@ def test_carried_logits_keep_bn_stats_and_frozen_trains_nothing_downstream():
     frozen = carried_logits(enc, 0, h0, lambda z: z @ head.weight.detach().T, frozen=True)
     frozen.sum().backward()
     assert all(p.grad is None for p in enc.parameters()) and h0.grad is not None
+
+
+def test_frozen_share_is_the_analytic_logit_and_trains_only_the_feature():
+    torch.manual_seed(6)
+    model = MultimodalClassifier(
+        encoders=dict(a=dict(type='MLPEncoder', in_channels=3, out_channels=2),
+                      b=dict(type='MLPEncoder', in_channels=3, out_channels=4)),
+        fusion=dict(type='ConcatFusion'), head=dict(type='LinearClsHead', num_classes=3))
+    z = torch.randn(5, 4, requires_grad=True)
+    got = frozen_share(model, 'b')(z)
+    # concat: s_b = W_b z_b + bias / M, W_b the head's columns 2..5.
+    w, bias = model.head.fc.weight, model.head.fc.bias
+    torch.testing.assert_close(got, z @ w[:, 2:].T + bias / 2)
+    got.sum().backward()
+    assert z.grad is not None and all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="score_source='label' needs the analytic .* Stub"):
+        frozen_share(type('Stub', (), {'fusion': type('StubFusion', (), {})()})(), 'a')
 
 
 # --- DAP -----------------------------------------------------------------------------------------

@@ -132,6 +132,24 @@ def test_from_the_switch_encoders_learn_from_l_mod_only(pam, dam):
             torch.testing.assert_close(grads[name], g, rtol=1e-4, atol=1e-7)
 
 
+def test_label_scores_carry_the_block_through_the_rest_and_the_modality_share():
+    inputs, samples = batch()
+    model = tiny_model()
+    plain_forward = copy.deepcopy(model).train()
+    outputs = plain_forward(inputs, samples, mode='outputs')
+    hook = ready_hook(model, score_source='label')
+    grads, log = step_grads(model, [hook], inputs, samples, epoch=1)
+    # At the last block the carry is the pooled feature: s = mean softmax(s_m)[y] of the forward.
+    labels = samples['gt_label']
+    for m, logits in outputs.logits('analytic').items():
+        expected = torch.softmax(logits.double(), 1)[torch.arange(4), labels].mean()
+        assert hook._pending[f's/{m}/4'].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert all(grads[n] is None for n, _ in model.named_parameters() if n.startswith('head.'))
+    assert grads['encoders.audio.stem.0.weight'].abs().sum() > 0
+    for n, b in model.named_buffers():
+        assert torch.equal(b, dict(plain_forward.named_buffers())[n]), n
+
+
 def test_ce_after_switch_keeps_the_head_learning():
     inputs, samples = batch()
     model = tiny_model()
@@ -222,6 +240,8 @@ def test_aim_hook_refuses_ddp_for_now():
 def test_aim_hook_checks_its_config():
     with pytest.raises(ValueError, match='switch_epoch=-1; expected an int >= 0'):
         AIMHook(switch_epoch=-1)
+    with pytest.raises(ValueError, match="score_source='probe'; expected one of"):
+        AIMHook(switch_epoch=1, score_source='probe')
     with pytest.raises(ValueError, match="pdm_map='conv'"):
         AIMHook(switch_epoch=1, pdm_map='conv')
     with pytest.raises(ValueError, match=r"dap_optimizer=\{'lr': 0.1\}; expected an optimizer cfg"):

@@ -107,7 +107,7 @@ class DecouplingModule(nn.Module):
         self.decoder = build_map(pdm_map, latent, num_params, rank)   # Psi
 
     def forward(self, theta: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """``theta_b``, ``theta_g``, ``theta_rec = Psi(z)`` (all ``(N,)``), ``mask`` ``(latent,)``."""
+        """``theta_b``, ``theta_g``, ``theta_rec = Psi(z)`` (``(N,)`` each), ``mask`` (latent)."""
         z = self.encoder(theta)
         w = torch.sigmoid(self.mask(z))
         return dict(theta_b=self.decoder(z * w), theta_g=self.decoder(z * (1 - w)),

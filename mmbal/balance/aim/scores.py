@@ -9,6 +9,8 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
 
 from mmbal.models.backbones.base_encoder import BaseEncoder
 from .decoupling import cloned_buffers
@@ -68,6 +70,31 @@ def carried_logits(encoder: BaseEncoder, stage: int, h: torch.Tensor,
             params.update((n, p.detach()) for n, p in encoder.stage_parameters(j))
         h = encoder.run_stage(j, h, params)
     return classify(encoder.pool(h))
+
+
+class _ModalityShare(nn.Module):
+    """A modality's analytic logits ``s_m`` as a module, so it can run on other parameters."""
+
+    def __init__(self, fusion: nn.Module, head: Optional[nn.Module], modality: str) -> None:
+        super().__init__()
+        self.fusion, self.head, self.modality = fusion, head, modality
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.fusion.analytic_logits({self.modality: z}, self.head)[self.modality]
+
+
+def frozen_share(model: nn.Module, modality: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The modality's share of the classifier (its analytic logits) on detached parameters.
+
+    For ``score_source='label'``: pooled feature ``(B, C_m)`` -> ``(B, num_classes)``;
+    the gradient reaches the feature, never the fusion or the head.
+    """
+    if not getattr(model.fusion, 'supports_analytic', False):
+        raise ValueError(f"score_source='label' needs the analytic per-modality logits of the "
+                         f'fusion, which {type(model.fusion).__name__} does not have')
+    share = _ModalityShare(model.fusion, model.head, modality)
+    frozen = {n: p.detach() for n, p in share.named_parameters()}
+    return lambda z: functional_call(share, frozen, (z, ))
 
 
 def block_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,8 @@ prototypes (the network runs on detached parameters), ``L_pdm`` only the modules
 ``L_mod`` only the encoders; the prototypes and modules have their own SGD
 optimizers (``optimizers()``), stepped by the step after the model's.
 """
-from typing import Dict, List, Optional
+from functools import partial
+from typing import Callable, Dict, List, Optional
 
 import torch
 from mmengine.logging import print_log
@@ -22,9 +23,10 @@ from mmengine.model import is_model_wrapper
 from torch import nn
 
 from mmbal.balance.aim import (MAPS, BlockParams, DecouplingModule, DepthAdaptivePrototypes,
-                               block_loss, block_score, block_weights, class_mean_inputs,
-                               cloned_buffers, depth_coefficient, depth_loss, frozen_logits,
-                               modulation_loss, pam_terms, prototype_logits)
+                               block_loss, block_score, block_weights, carried_logits,
+                               class_mean_inputs, cloned_buffers, depth_coefficient, depth_loss,
+                               frozen_logits, frozen_share, modulation_loss, pam_terms,
+                               prototype_logits)
 from mmbal.balance.dataset_pass import build_split_loader
 from mmbal.engine.step import BalanceTerms, PassPlan
 from mmbal.registry import HOOKS, OPTIMIZERS
@@ -33,11 +35,12 @@ from .mmpareto_hook import MMParetoHook
 
 #: Optimizer of the prototypes and of the modules unless configured (see docs/methods/aim.md).
 DEFAULT_OPTIMIZER = dict(type='Adam', lr=1e-3)
+SCORE_SOURCES = ('prototype', 'label')
 
 
 @HOOKS.register_module()
 class AIMHook(BaseBalanceHook):
-    """AIM's schedule, losses and logs (``score_source='prototype'`` only, single process).
+    """AIM's schedule, losses and logs (single process).
 
     Args:
         switch_epoch: E, the first epoch trained by ``L_mod`` (required: the
@@ -45,6 +48,10 @@ class AIMHook(BaseBalanceHook):
         pam: Parameter-adaptive modulation (the decoupling modules); False is the
             ablation (softmax over the M original blocks).
         dam: Depth-adaptive modulation; False sets every ``alpha_d = 1``.
+        score_source: ``'prototype'`` (eq. 9: distances to the depth prototypes)
+            or ``'label'`` (the ablation: block outputs carried through the later
+            blocks and the modality's analytic share of the classifier, both on
+            detached parameters (ours), so ``L_d`` trains blocks ``1..d`` only).
         pool: Pool outputs and prototypes with the encoder's ``pool`` before the
             distance (ours; the method uses the full shape).
         ce_after_switch: Keep ``CE(f, y)`` on from E (fusion and head then learn).
@@ -60,7 +67,7 @@ class AIMHook(BaseBalanceHook):
     method = 'aim'
 
     def __init__(self, switch_epoch: int, pam: bool = True, dam: bool = True,
-                 pool: bool = False, ce_after_switch: bool = False,
+                 score_source: str = 'prototype', pool: bool = False, ce_after_switch: bool = False,
                  pdm_after_switch: bool = True, pdm_map: str = 'kron', rank: int = 8,
                  latent: int = 512, model_input: str = 'raw',
                  dap_optimizer: Optional[dict] = None, pdm_optimizer: Optional[dict] = None,
@@ -70,6 +77,9 @@ class AIMHook(BaseBalanceHook):
                 or switch_epoch < 0:
             raise ValueError(f'AIMHook: switch_epoch={switch_epoch!r}; expected an int >= 0 '
                              f'(the epoch from which the encoders learn from L_mod)')
+        if score_source not in SCORE_SOURCES:
+            raise ValueError(f'AIMHook: score_source={score_source!r}; expected one of '
+                             f'{SCORE_SOURCES}')
         if pdm_map not in MAPS:
             raise ValueError(f'AIMHook: pdm_map={pdm_map!r}; expected one of {MAPS}')
         for name, value in (('dap_optimizer', dap_optimizer), ('pdm_optimizer', pdm_optimizer)):
@@ -79,6 +89,7 @@ class AIMHook(BaseBalanceHook):
                                  f"with a 'type' and no 'params'")
         self.switch_epoch = int(switch_epoch)
         self.pam, self.dam, self.pool = bool(pam), bool(dam), bool(pool)
+        self.score_source = score_source
         self.ce_after_switch, self.pdm_after_switch = bool(ce_after_switch), bool(pdm_after_switch)
         self.pdm_map, self.rank, self.latent = pdm_map, int(rank), int(latent)
         self.model_input = model_input
@@ -97,6 +108,8 @@ class AIMHook(BaseBalanceHook):
         if len(set(stages.values())) != 1:
             raise ValueError(f'AIMHook: the encoders have different numbers of blocks {stages}; '
                              f'alpha_d compares the modalities at the same depth d')
+        if self.score_source == 'label':
+            frozen_share(model, model.modalities[0])  # raises for a fusion without s_m
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
@@ -131,7 +144,8 @@ class AIMHook(BaseBalanceHook):
         if self._pending_state is not None:
             self.load_state_dict(self._pending_state)
         print_log(f'AIMHook: switch_epoch={self.switch_epoch}, pam={self.pam} '
-                  f'({self.pdm_map}), dam={self.dam}, pool={self.pool}, '
+                  f'({self.pdm_map}), dam={self.dam}, score_source={self.score_source}, '
+                  f'pool={self.pool}, '
                   f'model_input={self.model_input}', logger='current')
 
     def optimizers(self) -> List[torch.optim.Optimizer]:
@@ -184,8 +198,7 @@ class AIMHook(BaseBalanceHook):
                      switched: bool) -> List[Dict[str, torch.Tensor]]:
         """Scores and losses of every block of modality ``m`` (eqs. 9-10, PAM)."""
         encoder = model.encoders[m]
-        prototypes = self.dap.depth_prototypes(m, encoder)
-        pool = encoder.pool if self.pool else None
+        scorers = self._scorers(model, m)
         out: List[Dict[str, torch.Tensor]] = []
         # The blocks rerun on cloned buffers (the model's forward already updated BN once);
         # with a graph only when L_mod trains them.
@@ -193,18 +206,29 @@ class AIMHook(BaseBalanceHook):
             h = encoder.prepare(x)
             for i in range(encoder.num_stages):
                 h_out = encoder.run_stage(i, h, cloned_buffers(encoder, i))
-                logits = prototype_logits(h_out, prototypes[i], pool)
+                logits = scorers[i](h_out)
                 terms = dict(s=block_score(logits, labels), loss=block_loss(logits, labels))
                 if self.pam:
                     with torch.enable_grad():  # L_pdm trains the modules in every phase
                         pam = pam_terms(self.modules_[m][i], BlockParams(encoder, i), h, labels,
-                                        lambda o, p=prototypes[i]: prototype_logits(o, p, pool))
+                                        scorers[i])
                     terms.update(s_aux=block_score(pam['aux_logits'], labels),
                                  loss_aux=block_loss(pam['aux_logits'], labels),
                                  loss_pdm=pam['loss_pdm'], mask=pam['mask_mean'])
                 out.append(terms)
                 h = h_out
         return out
+
+    def _scorers(self, model, m: str) -> List[Callable[[torch.Tensor], torch.Tensor]]:
+        """Per block of ``m``: its output -> ``(B, K)`` logits, with no live parameter."""
+        encoder = model.encoders[m]
+        if self.score_source == 'label':
+            share = frozen_share(model, m)
+            return [partial(carried_logits, encoder, i, classify=share, frozen=True)
+                    for i in range(encoder.num_stages)]
+        pool = encoder.pool if self.pool else None
+        return [partial(prototype_logits, prototypes=p, pool=pool)
+                for p in self.dap.depth_prototypes(m, encoder)]
 
     def _log_depth(self, modalities, i: int, per, rho, rho_aux, alpha) -> None:
         d = i + 1
