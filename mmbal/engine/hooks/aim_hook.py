@@ -143,9 +143,10 @@ class AIMHook(BaseBalanceHook):
                                                       'params': self.modules_.parameters()}))
         if self._pending_state is not None:
             self.load_state_dict(self._pending_state)
+        owned = sum(p.numel() for p in self.modules_.parameters()) if self.pam else 0
         print_log(f'AIMHook: switch_epoch={self.switch_epoch}, pam={self.pam} '
-                  f'({self.pdm_map}), dam={self.dam}, score_source={self.score_source}, '
-                  f'pool={self.pool}, '
+                  f'({self.pdm_map}, {owned:,} module parameters), dam={self.dam}, '
+                  f'score_source={self.score_source}, pool={self.pool}, '
                   f'model_input={self.model_input}', logger='current')
 
     def optimizers(self) -> List[torch.optim.Optimizer]:
