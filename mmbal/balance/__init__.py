@@ -1,4 +1,5 @@
 """Math shared by balance methods (confidence, ratios, cross-rank reductions, dataset passes)."""
+from . import aim  # noqa: F401  (AIM, mmbal.balance.aim)
 from .dataset_pass import build_split_loader, dataset_pass, eval_mode, mean_of, per_class_sums
 from .functional import (PARAM_FILTERS, all_reduce_sum, check_param_filter,
                          encoder_conv_weights, filtered_params, gt_confidence, shared_seed)

@@ -1,3 +1,4 @@
+from .aim_hook import AIMHook
 from .arl_hook import ARLHook
 from .base_balance_hook import BaseBalanceHook
 from .g2d_hook import G2DHook
