@@ -31,7 +31,6 @@ from mmbal.balance.dataset_pass import build_split_loader
 from mmbal.engine.step import BalanceTerms, PassPlan
 from mmbal.registry import HOOKS, OPTIMIZERS
 from .base_balance_hook import BaseBalanceHook
-from .mmpareto_hook import MMParetoHook
 
 #: Optimizer of the prototypes and of the modules unless configured (see docs/methods/aim.md).
 DEFAULT_OPTIMIZER = dict(type='Adam', lr=1e-3)
@@ -115,7 +114,7 @@ class AIMHook(BaseBalanceHook):
         super().before_train(runner)
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         loader = build_split_loader(runner.cfg, 'train', pipeline=self.class_mean_pipeline)
-        self.prepare(model, class_mean_inputs(loader, model, MMParetoHook.num_classes(model)))
+        self.prepare(model, class_mean_inputs(loader, model, model.num_classes))
 
     def prepare(self, model, class_means: Dict[str, torch.Tensor]) -> None:
         """Build the prototypes, the decoupling modules and their optimizers.
@@ -126,7 +125,7 @@ class AIMHook(BaseBalanceHook):
         """
         self.setup(model)
         param = next(model.parameters())
-        num_classes = MMParetoHook.num_classes(model)
+        num_classes = model.num_classes
         self.class_means = {m: class_means[m].to(param.device) for m in model.modalities}
         self.dap = DepthAdaptivePrototypes(
             {m: tuple(v.shape[1:]) for m, v in self.class_means.items()}, num_classes,

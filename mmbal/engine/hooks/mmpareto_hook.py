@@ -182,17 +182,6 @@ class MMParetoHook(BaseBalanceHook):
                 seen[id(p)] = m
         return params
 
-    @staticmethod
-    def num_classes(model) -> int:
-        """K of the aux heads: the classifier's output size."""
-        if getattr(model, 'head', None) is not None:
-            return int(model.head.num_classes)
-        k = getattr(model.fusion, 'out_channels', None)
-        if k is None:
-            raise ValueError(f'MMParetoHook: cannot read the number of classes from '
-                             f'{type(model.fusion).__name__} (no head, no out_channels)')
-        return int(k)
-
     def setup(self, model) -> None:
         """Check the encoders (own parameters, feature sizes) at every ``before_run``."""
         self.encoder_params(model)
@@ -200,13 +189,13 @@ class MMParetoHook(BaseBalanceHook):
             if getattr(model.encoders[m], 'out_channels', None) is None:
                 raise ValueError(f'MMParetoHook: encoder {m!r} does not declare out_channels, '
                                  f'the input size of its aux head')
-        print_log(f'MMParetoHook: aux heads Linear(d_m, {self.num_classes(model)}) for '
+        print_log(f'MMParetoHook: aux heads Linear(d_m, {model.num_classes}) for '
                   f'{list(model.modalities)}, gamma={self.gamma}, '
                   f'reference_compat={self.reference_compat}', logger='current')
 
     def build_modules(self, model) -> nn.Module:
         """One aux head Linear(d_m, K) per modality (PyTorch's default init, as the code)."""
-        k = self.num_classes(model)
+        k = model.num_classes
         return nn.ModuleDict({m: nn.Linear(int(model.encoders[m].out_channels), k)
                               for m in model.modalities})
 

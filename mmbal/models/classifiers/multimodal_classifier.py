@@ -86,6 +86,17 @@ class MultimodalClassifier(BaseModel):
         print_log(f'MultimodalClassifier: modalities {self.modalities}, fusion '
                   f'{fusion["type"]}, per-modality logits: {modality_logits}', logger='current')
 
+    @property
+    def num_classes(self) -> int:
+        """The classifier's output size: the head's, or the fusion's when it classifies."""
+        if self.head is not None:
+            return int(self.head.num_classes)
+        k = getattr(self.fusion, 'out_channels', None)
+        if k is None:
+            raise ValueError(f'cannot read the number of classes from '
+                             f'{type(self.fusion).__name__} (no head, no out_channels)')
+        return int(k)
+
     def classify(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Fused logits ``(B, num_classes)`` from ``{m: (B, C_m)}`` features."""
         fused = self.fusion(features)
