@@ -7,7 +7,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.logging import MessageHub
-from step_utils import Stepper, cpu_amp_wrapper
+from step_utils import Stepper, capture_step_grads, cpu_amp_wrapper
 
 from mmbal.engine import BalanceTerms, BalanceTrainLoop, BaseBalanceHook, build_runner
 from mmbal.engine.runner.balance_loop import check_optimizer_values
@@ -129,6 +129,20 @@ def test_other_owners_are_named_by_module_membership():
     with pytest.raises(NonFiniteError, match=r"the gradient of the model's head "
                        r"\(head\.fc\.bias\) is non-finite after edit_grads of HeadNaN"):
         Stepper(model, [HeadNaN()])(*batch())
+
+
+def test_huge_finite_gradients_are_not_taken_for_non_finite_ones():
+    # 1e30 is finite, but its square overflows float32: a norm alone would flag it.
+    model = build_model()
+
+    class Huge(BaseBalanceHook):
+        def edit_grads(self, ctx):
+            next(ctx.model.encoders['audio'].parameters()).grad.fill_(1e30)
+
+    stepper = Stepper(model, [Huge()], lr=0.0)
+    grads = capture_step_grads(stepper.optim_wrapper, model)
+    stepper(*batch())  # no error, and the optimizer steps
+    assert torch.all(grads['encoders.audio.layers.0.weight'] == torch.tensor(1e30))
 
 
 def test_accumulated_update_names_the_micro_batch_with_the_nan_loss():
