@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from mmbal.utils.progress import Progress, RunJournal
+from mmbal.utils.progress import Progress, RunJournal, accuracy_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -225,13 +225,6 @@ def markdown(table: List[dict], title: str) -> str:
                 cells.append('—')
         lines.append(f'| {t["name"]} | {t["seeds"]} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
-
-
-def accuracy_summary(metrics: Dict[str, float]) -> str:
-    """'fused acc 97.30, audio acc 60.10' (known outputs first)."""
-    keys = [f'accuracy/{c}' for c in COLUMNS if f'accuracy/{c}' in metrics]
-    keys += sorted(k for k in metrics if k.startswith('accuracy/') and k not in keys)
-    return ', '.join(f'{k.split("/", 1)[1]} acc {metrics[k]:.2f}' for k in keys)
 
 
 def failure_report(failures: List[Tuple[str, int, str, Path]], names: List[str]) -> str:

@@ -16,6 +16,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, TextIO
 
 
+def accuracy_summary(metrics: Dict[str, float]) -> str:
+    """'fused acc 97.30, audio acc 60.10': every ``accuracy/<output>``, fused first."""
+    outputs = [k.split('/', 1)[1] for k in metrics if k.startswith('accuracy/')]
+    outputs = sorted(outputs, key=lambda o: (o != 'fused', o))
+    return ', '.join(f'{o} acc {metrics["accuracy/" + o]:.2f}' for o in outputs)
+
+
 def format_duration(seconds: float) -> str:
     """``42s``, ``11m02s``, ``2h05m``."""
     seconds = int(round(seconds))
