@@ -145,6 +145,20 @@ def test_huge_finite_gradients_are_not_taken_for_non_finite_ones():
     assert torch.all(grads['encoders.audio.layers.0.weight'] == torch.tensor(1e30))
 
 
+def test_gradients_are_checked_again_only_after_hooks_that_edit_them(monkeypatch):
+    checks = []
+    original = train_step.BalanceTrainStep._find_nonfinite
+    monkeypatch.setattr(train_step.BalanceTrainStep, '_find_nonfinite',
+                        lambda self, *args: checks.append(args[-1]) or original(self, *args))
+
+    class Gates(BaseBalanceHook):  # after_forward only
+        def after_forward(self, ctx, outputs, data_samples):
+            return BalanceTerms(coefficients={'audio': 2.0})
+
+    Stepper(build_model(), [Gates(), BadAt('edit', at=5)])(*batch())
+    assert checks == ['after backward', 'after edit_grads of BadAt']
+
+
 def test_accumulated_update_names_the_micro_batch_with_the_nan_loss():
     model = build_model()
     stepper = Stepper(model, [BadAt('loss', at=0)], accumulative_counts=2)

@@ -22,11 +22,11 @@ One batch::
       9. optimizer step      optimizer.step, then the methods' own optimizers (AMP:
                              scaler.step + update), zero_grad
 
-Non-finite values: every pass's trained loss, and the gradients of every
-optimizer's parameters (one fused norm check and one device sync per check
-point), are checked once the update's backwards are
-done, and again after each method's ``edit_grads``; nothing is changed by the
-check. ``nonfinite='raise'`` (default) raises :class:`NonFiniteError` naming the
+Non-finite values: every pass's trained loss and the gradients of every
+optimizer's parameters are checked once the update's backwards are done, and
+the gradients again after each method that overrides ``edit_grads`` (one fused
+norm check and one device sync per check point; nothing is changed by it).
+``nonfinite='raise'`` (default) raises :class:`NonFiniteError` naming the
 iteration, the loss term or the parameters' owner (modality encoder, fusion,
 head, a method's modules) before anything is updated; ``'skip'`` logs the same
 as a warning and drops the update (gradients zeroed; the methods still see
@@ -92,6 +92,11 @@ class BalanceTrainStep:
         self.hooks = list(hooks)
         self.nonfinite = check_nonfinite_mode(nonfinite)
         self.skipped_updates = 0
+        # Gradients are checked again after the hooks that edit them (imported here: the
+        # hooks' module imports this one).
+        from mmbal.engine.hooks.base_balance_hook import BaseBalanceHook
+        self._editors = {id(h) for h in self.hooks
+                         if type(h).edit_grads is not BaseBalanceHook.edit_grads}
         # Per-loss gradients summed over the micro-batches of the current update.
         self._loss_grads: Dict[Tuple[int, str], List[torch.Tensor]] = {}
         # The passes of the current update, for the non-finite check.
@@ -171,7 +176,7 @@ class BalanceTrainStep:
         # 7. gradient edits
         for hook in self.hooks:
             hook.edit_grads(ctx)
-            if problem is None and not overflow:
+            if problem is None and not overflow and id(hook) in self._editors:
                 problem = self._settle(self._find_nonfinite(
                     optimizers, (), where, f'after edit_grads of {type(hook).__name__}'))
         ctx._loss_grads = {}
