@@ -299,3 +299,46 @@ def test_train_cfg_switch_reaches_the_step_and_skipped_runs_change_nothing(tmp_p
     assert runner.train_loop.step.skipped_updates == 4
     (hook, ) = [h for h in runner.hooks if isinstance(h, NaNLossHook)]
     assert_same(params(runner.model), hook.start)
+
+
+# --------------------------------------------------------------------------- DDP
+class LocalNaNLoss(BaseBalanceHook):
+    """A NaN loss on rank 0 only whose gradient is finite (a constant): only rank 0 sees it."""
+
+    def after_forward(self, ctx, outputs, data_samples):
+        import torch.distributed as dist
+        z = outputs.features['audio']
+        bad = NAN if dist.get_rank() == 0 and ctx.iter == 1 else 0.0
+        return BalanceTerms(losses={'loss_local': z.sum() * 0 + bad})
+
+
+def _skip_on_every_rank(rank, world, out_dir):
+    import json
+    from mmengine.model import MMDistributedDataParallel
+    model = build_model()
+    net = MMDistributedDataParallel(model, device_ids=None)
+    stepper = Stepper(model, [LocalNaNLoss()], net=net, momentum=0.9)
+    stepper.step.nonfinite = 'skip'
+    messages = []
+    train_step.print_log = lambda msg, **kw: messages.append(msg)
+    stepper(*batch(seed=rank), it=0)
+    before = params(model)
+    stepper(*batch(seed=rank), it=1)
+    unchanged = all(torch.equal(a, b) for a, b in zip(before.values(), params(model).values()))
+    stepper(*batch(seed=rank), it=2)
+    with open(Path(out_dir) / f'rank{rank}.json', 'w') as f:
+        json.dump({'unchanged': unchanged, 'skipped': stepper.step.skipped_updates,
+                   'messages': messages,
+                   'checksum': float(sum(p.double().sum() for p in model.parameters()))}, f)
+
+
+def test_ddp_skip_is_decided_on_every_rank(tmp_path):
+    import json
+    from dist_utils import run_gloo
+    run_gloo(_skip_on_every_rank, str(tmp_path))
+    ranks = [json.loads((tmp_path / f'rank{r}.json').read_text()) for r in range(2)]
+    assert [r['unchanged'] for r in ranks] == [True, True]
+    assert [r['skipped'] for r in ranks] == [1, 1]
+    assert ranks[0]['checksum'] == ranks[1]['checksum']  # the replicas stay identical
+    assert "loss 'loss_local' (LocalNaNLoss) is nan" in ranks[0]['messages'][0]
+    assert 'another rank found a non-finite loss or gradient' in ranks[1]['messages'][0]
