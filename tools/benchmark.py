@@ -76,6 +76,7 @@ def run_one(config: str, seed: int, work_dir: Path, options: List[str],
     Raises:
         RunFailed: a subprocess exited nonzero, or a results file is missing,
             malformed or holds a non-finite metric.
+        ValueError: ``test_results.json`` names no checkpoint for ``extra_splits``.
     """
     done = work_dir / 'test_results.json'
     log = work_dir / 'benchmark_stdout.log'
@@ -96,11 +97,7 @@ def run_one(config: str, seed: int, work_dir: Path, options: List[str],
         out = work_dir / f'test_{split}.json'
         split_log = work_dir / f'test_{split}_stdout.log'
         if not out.exists():
-            try:
-                checkpoint = checkpoint_of(read_json(done), done)
-            except ValueError as err:
-                raise RunFailed(str(err), log) from err
-            cmd = [sys.executable, 'tools/test.py', config, checkpoint,
+            cmd = [sys.executable, 'tools/test.py', config, checkpoint_of(read_json(done), done),
                    '--work-dir', str(work_dir / f'test_{split}'), '--out', str(out),
                    '--cfg-options', f'test_dataloader.dataset.split={split}', *options]
             with open(split_log, 'w') as f:
@@ -338,11 +335,12 @@ def main() -> None:
         try:
             results[config, seed] = run_one(config, seed, work_dir, args.cfg_options,
                                             args.extra_split)
-        except RunFailed as err:
+        except (RunFailed, ValueError) as err:  # ValueError: results name no checkpoint
             seconds = time.time() - start
-            failures.append((name, seed, str(err), err.log))
-            journal.end(key, 'failed', seconds, group=name, reason=str(err), log=str(err.log))
-            progress.end(index, seconds, False, f'{err}; log {err.log}')
+            log = err.log if isinstance(err, RunFailed) else work_dir / 'benchmark_stdout.log'
+            failures.append((name, seed, str(err), log))
+            journal.end(key, 'failed', seconds, group=name, reason=str(err), log=str(log))
+            progress.end(index, seconds, False, f'{err}; log {log}')
             continue
         seconds = time.time() - start
         journal.end(key, 'done', seconds, group=name)

@@ -279,3 +279,23 @@ def test_progress_eta_uses_the_group_median_then_every_run():
     assert progress.eta() == 'ETA 5m00s (1 run to go)'
     progress.note(2, 'finished earlier')
     assert stream.getvalue().splitlines()[-1] == '[3/4] b0: finished earlier'
+
+
+def test_results_without_a_checkpoint_fail_the_run_not_the_benchmark(tmp_path, monkeypatch,
+                                                                      capsys):
+    def call(cmd, **kwargs):
+        work_dir = Path(cmd[cmd.index('--work-dir') + 1])
+        if cmd[1] == 'tools/train.py':
+            (work_dir / 'test_results.json').write_text(json.dumps(
+                {'checkpoint': None, 'test': {'accuracy/fused': 90.0, 'f1/fused': 80.0}}))
+        else:
+            Path(cmd[cmd.index('--out') + 1]).write_text(json.dumps({'accuracy/fused': 1.0}))
+        return 0
+
+    monkeypatch.setattr(bench.subprocess, 'call', call)
+    monkeypatch.setattr(bench.sys, 'argv', ['benchmark.py', 'configs/good.py', '--seeds', '0',
+                                            '--extra-split', 'test_human', '--work-dir',
+                                            str(tmp_path)])
+    with pytest.raises(SystemExit, match=r'1 of 1 runs failed \(good seed 0\)'):
+        bench.main()
+    assert '"checkpoint" must be the path' in capsys.readouterr().out
