@@ -88,7 +88,7 @@ def run_one(config: str, seed: int, work_dir: Path, options: List[str],
         with open(log, 'w') as f:
             code = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
         if code != 0:
-            raise RunFailed(f'tools/train.py exited with code {code}', log)
+            raise RunFailed(f'tools/train.py exited with code {code}{last_line(log)}', log)
         (work_dir / 'wall_time.json').write_text(json.dumps({'seconds': time.time() - start}))
     if not done.exists():
         raise RunFailed(f'tools/train.py finished without writing {done}', log)
@@ -103,10 +103,17 @@ def run_one(config: str, seed: int, work_dir: Path, options: List[str],
             with open(split_log, 'w') as f:
                 code = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
             if code != 0:
-                raise RunFailed(f'tools/test.py on split {split!r} exited with code {code}',
-                                split_log)
+                raise RunFailed(f'tools/test.py on split {split!r} exited with code {code}'
+                                f'{last_line(split_log)}', split_log)
         checked_metrics(work_dir, split, split_log)
     return metrics
+
+
+def last_line(log: Path) -> str:
+    """': <the log's last line>' (the error of a failed run), or ''."""
+    lines = [line.strip() for line in log.read_text(errors='replace').splitlines()
+             if line.strip()] if log.exists() else []
+    return f': {lines[-1][:300]}' if lines else ''
 
 
 def checked_metrics(work_dir: Path, split: str, log: Path) -> Optional[Dict[str, float]]:

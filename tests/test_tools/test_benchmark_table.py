@@ -154,6 +154,7 @@ def fake_runs(outcomes, calls):
         calls.append((name, seed))
         outcome = outcomes.get((name, seed), 'ok')
         if isinstance(outcome, int):
+            kwargs['stdout'].write('Traceback ...\nNonFiniteError: non-finite loss at ...\n\n')
             return outcome
         acc = math.nan if outcome == 'nan' else 90.0 + seed
         (work_dir / 'test_results.json').write_text(json.dumps(
@@ -209,7 +210,8 @@ def test_nonzero_exit_and_missing_results_fail_the_run(tmp_path, monkeypatch, ca
                                             '1', '--work-dir', str(tmp_path)])
     with pytest.raises(SystemExit, match=r'1 of 2 runs failed \(good seed 1\)'):
         bench.main()
-    assert 'tools/train.py exited with code 3; log ' in capsys.readouterr().out
+    assert ('tools/train.py exited with code 3: NonFiniteError: non-finite loss at ...; log '
+            in capsys.readouterr().out)  # the log's last line says why
     assert '| good |' not in (tmp_path / 'results.md').read_text().split('### Failed')[0]
     # exit 0 without a results file
     with pytest.raises(bench.RunFailed, match='finished without writing'):
@@ -231,7 +233,8 @@ def test_a_rerun_skips_finished_runs_and_reports_earlier_failures(tmp_path, monk
     out = capsys.readouterr().out
     assert 'benchmark: 4 runs, 0 to run' in out
     assert '[1/4] good seed 0: finished earlier, fused acc 90.00' in out
-    assert ('[3/4] bad seed 0: FAILED earlier (tools/train.py exited with code 1; log '
+    assert ('[3/4] bad seed 0: FAILED earlier (tools/train.py exited with code 1: '
+            'NonFiniteError: non-finite loss at ...; log '
             f'{tmp_path / "bad/seed0/benchmark_stdout.log"}); not run again without '
             '--retry-failed') in out
     assert "[4/4] bad seed 1: FAILED earlier (" in out and "is nan (not finite)" in out
