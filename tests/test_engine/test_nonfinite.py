@@ -130,6 +130,24 @@ def test_other_owners_are_named_by_module_membership():
                        r"\(head\.fc\.bias\) is non-finite after edit_grads of HeadNaN"):
         Stepper(model, [HeadNaN()])(*batch())
 
+    from mmbal.engine.runner.mmbal_runner import attach_balance_modules
+
+    class AuxNaN(BaseBalanceHook):
+        method = 'aux'
+
+        def build_modules(self, model):
+            return torch.nn.Linear(2, 2)
+
+        def edit_grads(self, ctx):
+            weight = ctx.model.balance_modules['aux'].weight
+            weight.grad = torch.full_like(weight, NAN)
+
+    model, hook = build_model(), AuxNaN()
+    attach_balance_modules(model, [hook])
+    with pytest.raises(NonFiniteError, match=r"the gradient of the modules of method 'aux' "
+                       r"\(balance_modules\.aux\.weight\) is non-finite"):
+        Stepper(model, [hook])(*batch())
+
 
 def test_huge_finite_gradients_are_not_taken_for_non_finite_ones():
     # 1e30 is finite, but its square overflows float32: a norm alone would flag it.
@@ -196,7 +214,7 @@ def test_skip_drops_the_update_counts_and_logs_it(monkeypatch):
 def test_unknown_nonfinite_mode_is_refused():
     with pytest.raises(ValueError, match=r"nonfinite='ignore': expected one of "
                        r"\('raise', 'skip'\)"):
-        Stepper(build_model()).step.__class__(build_model(), None, nonfinite='ignore')
+        train_step.BalanceTrainStep(build_model(), None, nonfinite='ignore')
 
 
 # --------------------------------------------------------------------------- AMP

@@ -17,7 +17,7 @@ One batch::
       6. unscale             AMP loss scale divided out; per-loss gradients all-reduced
          finite?             the update's loss terms and gradients (see below)
       7. gradient edits      hook.edit_grads(ctx)  (true gradients, before clipping);
-         finite?             the gradients again after each method's edit
+         finite?             the gradients again, after each method that edits them
       8. clip                optim_wrapper.clip_grad
       9. optimizer step      optimizer.step, then the methods' own optimizers (AMP:
                              scaler.step + update), zero_grad
@@ -159,13 +159,13 @@ class BalanceTrainStep:
         wrapper = self.optim_wrapper
         scaler = getattr(wrapper, 'loss_scaler', None)
         own = [opt for hook in self.hooks for opt in hook.optimizers()]  # methods' own
+        optimizers = [wrapper.optimizer, *own]
         # 6. unscale: every edit sees true gradients
         if scaler is not None:
-            for optimizer in [wrapper.optimizer, *own]:
+            for optimizer in optimizers:
                 scaler.unscale_(optimizer)
         _average_over_ranks(own)
         ctx._loss_grads = self._reduced_loss_grads()
-        optimizers = [wrapper.optimizer, *own]
         passes, self._passes = self._passes, []
         where = passes[-1].where
         problem = self._find_nonfinite(optimizers, passes, where, 'after backward')
@@ -191,7 +191,7 @@ class BalanceTrainStep:
         if wrapper.clip_grad_kwargs:
             wrapper._clip_grad()
         # 9. optimizer step(s): the model's, then the methods' own
-        for optimizer in [wrapper.optimizer, *own]:
+        for optimizer in optimizers:
             if scaler is not None:
                 scaler.step(optimizer)
             else:
