@@ -1,7 +1,9 @@
 """tools/analysis/modality_analysis.py: role rules and the artifact of a small run."""
 import importlib.util
 import json
+import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +102,65 @@ def test_interrupted_run_is_resumed_and_finished_run_reused(tmp_path, monkeypatc
     fresh = tmp_path / 'unimodal_visual'
     tool.run(cfg, fresh)
     assert len(calls) == 2 and '--resume' not in calls[1]
+
+
+def fake_training(calls, fail=()):
+    """subprocess.call for tools/train.py: writes the val log and the checkpoint pointer."""
+    def call(cmd, **kwargs):
+        work_dir = Path(cmd[cmd.index('--work-dir') + 1])
+        calls.append(work_dir.name)
+        if work_dir.name in fail:
+            return 1
+        scalars = work_dir / '20240101_000000' / 'vis_data' / 'scalars.json'
+        scalars.parent.mkdir(parents=True, exist_ok=True)
+        accs = ({'accuracy/audio': 40.0, 'accuracy/visual': 60.0} if work_dir.name == 'joint'
+                else {'accuracy/fused': 70.0 if work_dir.name.endswith('audio') else 80.0})
+        scalars.write_text(json.dumps({'step': 1, **accs}) + '\n')
+        (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_1.pth'))
+        return 0
+    return call
+
+
+def test_every_run_has_progress_lines_and_a_journal(tmp_path, monkeypatch, capsys):
+    tool = load_tool()
+    calls = []
+    monkeypatch.setattr(tool.subprocess, 'call', fake_training(calls))
+    monkeypatch.setattr(sys, 'argv', ['modality_analysis.py', str(CONFIG), '--work-dir',
+                                      str(tmp_path)])
+    tool.main()
+    assert calls == ['unimodal_audio', 'unimodal_visual', 'joint']
+    out = capsys.readouterr().out
+    assert (f'[1/3] unimodal_audio: started, log {tmp_path / "unimodal_audio/stdout.log"}; '
+            'ETA unknown (3 runs to go)') in out
+    assert re.search(r'\[1/3\] unimodal_audio: done in \d+s, val fused acc 70\.00; ETA \d+s '
+                     r'\(2 runs to go\)', out)
+    assert re.search(r'\[3/3\] joint: done in \d+s, val audio acc 40\.00, visual acc 60\.00; '
+                     r'nothing left', out)
+    journal = [json.loads(line) for line in (tmp_path / 'journal.jsonl').read_text().splitlines()]
+    assert [(r['run'], r['event'], r.get('status'), r.get('group')) for r in journal] == [
+        ('unimodal_audio', 'start', None, 'unimodal'), ('unimodal_audio', 'end', 'done',
+                                                        'unimodal'),
+        ('unimodal_visual', 'start', None, 'unimodal'), ('unimodal_visual', 'end', 'done',
+                                                         'unimodal'),
+        ('joint', 'start', None, 'joint'), ('joint', 'end', 'done', 'joint')]
+    calls.clear()
+    tool.main()  # everything finished: reused, and said so
+    assert calls == []
+    assert '[2/3] unimodal_visual: finished earlier, val fused acc 80.00' in \
+        capsys.readouterr().out
+
+
+def test_a_failed_run_is_journaled_and_stops_the_analysis(tmp_path, monkeypatch, capsys):
+    tool = load_tool()
+    calls = []
+    monkeypatch.setattr(tool.subprocess, 'call', fake_training(calls, fail={'unimodal_visual'}))
+    monkeypatch.setattr(sys, 'argv', ['modality_analysis.py', str(CONFIG), '--work-dir',
+                                      str(tmp_path)])
+    with pytest.raises(RuntimeError, match='failed; see .*unimodal_visual/stdout.log'):
+        tool.main()
+    assert calls == ['unimodal_audio', 'unimodal_visual']
+    assert re.search(r'\[2/3\] unimodal_visual: FAILED in \d+s, .* failed; see ',
+                     capsys.readouterr().out)
+    last = json.loads((tmp_path / 'journal.jsonl').read_text().splitlines()[-1])
+    assert last['run'] == 'unimodal_visual' and last['status'] == 'failed'
+    assert last['log'] == str(tmp_path / 'unimodal_visual/stdout.log')

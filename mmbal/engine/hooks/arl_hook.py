@@ -23,7 +23,7 @@ from mmengine.logging import print_log
 from mmbal.balance.functional import EPS, all_reduce_sum, entropy, gt_confidence
 from mmbal.engine.step import BalanceTerms
 from mmbal.registry import HOOKS
-from .base_balance_hook import BaseBalanceHook
+from .base_balance_hook import BaseBalanceHook, check_number
 
 COEF_FORMS = ('eq18', 'share_ratio')
 #: reference_compat: the reference code's fixed coefficient, warm-up end and clip norm.
@@ -147,11 +147,9 @@ class ARLHook(BaseBalanceHook):
         if coef_form not in COEF_FORMS:
             raise ValueError(f'ARLHook: unknown coef_form={coef_form!r}; expected one of '
                              f'{COEF_FORMS}')
-        if not gamma >= 0:
-            raise ValueError(f'ARLHook: gamma={gamma} must be >= 0 (weight of the unimodal '
-                             f'losses)')
-        if not temperature >= 0:
-            raise ValueError(f'ARLHook: temperature={temperature} must be >= 0')
+        check_number('ARLHook', 'gamma', gamma, low=0,
+                     meaning='weight of the unimodal losses')
+        check_number('ARLHook', 'temperature', temperature, low=0, meaning='T of eq. 18')
         for name, value in (('unimodal_reg', unimodal_reg), ('asymmetric', asymmetric),
                             ('residual', residual), ('reference_compat', reference_compat)):
             if not isinstance(value, bool):
@@ -161,9 +159,8 @@ class ARLHook(BaseBalanceHook):
                              f'set reference_compat=True or drop start')
         if start is None:
             start = REFERENCE_START
-        if not isinstance(start, int) or start < 0:
-            raise ValueError(f'ARLHook: start={start!r} must be an int >= 0 (last warm-up '
-                             f'epoch, 0-based)')
+        check_number('ARLHook', 'start', start, low=0, integer=True,
+                     meaning='last warm-up epoch, 0-based')
         self.gamma = float(gamma)
         self.temperature = float(temperature)
         self.coef_form = coef_form

@@ -1,4 +1,6 @@
 """Base class of balance methods: the call points of mmbal's training step."""
+import math
+import numbers
 from typing import Dict, Iterable, List, Optional
 
 import torch
@@ -8,6 +10,33 @@ from mmengine.model import is_model_wrapper
 from torch import nn
 
 from mmbal.engine.step import BalanceTerms, PassPlan, StepContext
+
+
+def check_number(owner: str, field: str, value, low: Optional[float] = None,
+                 high: Optional[float] = None, low_open: bool = False,
+                 integer: bool = False, meaning: str = '') -> None:
+    """Reject a hyperparameter that is not a finite number in ``[low, high]``.
+
+    ``low_open`` excludes ``low``; ``integer`` asks for an int. The error names
+    the hook, the field, the value and what is expected, e.g.
+    ``OGMGEHook: alpha=nan; expected a finite number >= 0 (alpha of eq. 10)``.
+    """
+    kind = 'an integer' if integer else 'a finite number'
+    bounds = []
+    if low is not None:
+        bounds.append(f'{">" if low_open else ">="} {low:g}')
+    if high is not None:
+        bounds.append(f'<= {high:g}')
+    expected = ' '.join([kind, ' and '.join(bounds)]).strip()
+    if meaning:
+        expected += f' ({meaning})'
+    number = numbers.Integral if integer else numbers.Real
+    ok = (isinstance(value, number) and not isinstance(value, bool)
+          and math.isfinite(value)
+          and (low is None or (value > low if low_open else value >= low))
+          and (high is None or value <= high))
+    if not ok:
+        raise ValueError(f'{owner}: {field}={value!r}; expected {expected}')
 
 
 class BaseBalanceHook(Hook):

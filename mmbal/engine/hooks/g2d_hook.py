@@ -20,6 +20,7 @@ Spec (docs/methods/g2d.md; UMT: docs/methods/umt.md):
 UMT is this hook with lambda_logit = 0 and SMP off (tau[0] = 0).
 """
 import math
+import numbers
 import warnings
 from typing import Dict, List, Optional, Sequence
 
@@ -34,7 +35,7 @@ from mmbal.balance.functional import (EPS, PARAM_FILTERS, all_reduce_sum, check_
 from mmbal.balance.teachers import TeacherCache, UnimodalTeachers, check_cacheable, load_teachers
 from mmbal.engine.step import BalanceTerms
 from mmbal.registry import HOOKS
-from .base_balance_hook import BaseBalanceHook
+from .base_balance_hook import BaseBalanceHook, check_number
 
 RANKINGS = ('batch', 'dataset')
 TASKS = ('classification', 'regression')
@@ -142,7 +143,8 @@ def check_g2d_args(tau, ranking: str, task: str, reg_logit, hard_freeze: bool,
     if tau is None or len(tau) < 2:
         raise ValueError(f'G2DHook: tau must list one duration (epochs) per modality '
                          f'(M >= 2), got {tau!r}')
-    if any(int(t) != t or t < 0 for t in tau):
+    if any(isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(t)
+           or int(t) != t or t < 0 for t in tau):
         raise ValueError(f'G2DHook: tau entries are durations in epochs (integers >= 0), '
                          f'got {list(tau)}')
     if tau[0] == 0 and any(t > 0 for t in tau[1:-1]):
@@ -157,8 +159,8 @@ def check_g2d_args(tau, ranking: str, task: str, reg_logit, hard_freeze: bool,
     if hard_freeze and partial_suppression:
         raise ValueError('G2DHook: hard_freeze (gradients set to None) and '
                          'partial_suppression (gradients scaled by k) exclude each other')
-    if temperature <= 0:
-        raise ValueError(f'G2DHook: temperature must be > 0, got {temperature}')
+    check_number('G2DHook', 'temperature', temperature, low=0, low_open=True,
+                 meaning='T of the logit distillation')
     if param_filter is not None:
         if not reference_compat:
             raise ValueError(f'G2DHook: param_filter={param_filter!r} chooses the parameters '
@@ -219,6 +221,11 @@ class G2DHook(BaseBalanceHook):
         tau = list(tau) if tau is not None else None
         check_g2d_args(tau, ranking, task, reg_logit, hard_freeze, partial_suppression,
                        temperature, reference_compat, param_filter)
+        for field, value in (('lambda_feat', lambda_feat), ('lambda_logit', lambda_logit)):
+            check_number('G2DHook', field, value, low=0, meaning='a loss weight; 0 turns '
+                         'the term off')
+        check_number('G2DHook', 'alpha', alpha, low=0,
+                     meaning='partial suppression 1 - tanh(alpha c_m / c_p)')
         self.lambda_feat = float(lambda_feat)
         self.lambda_logit = float(lambda_logit)
         self.temperature = float(temperature)

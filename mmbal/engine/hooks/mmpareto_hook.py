@@ -26,7 +26,7 @@ from torch import nn
 from mmbal.balance.functional import EPS
 from mmbal.engine.step import BalanceTerms, LossGradRequest
 from mmbal.registry import HOOKS
-from .base_balance_hook import BaseBalanceHook
+from .base_balance_hook import BaseBalanceHook, check_number
 
 #: The official code's gamma (hard-coded there; BalanceBenchmark's ``alpha``).
 DEFAULT_GAMMA = 1.5
@@ -155,10 +155,10 @@ class MMParetoHook(BaseBalanceHook):
     def __init__(self, gamma: float = DEFAULT_GAMMA, eps: float = EPS,
                  reference_compat: bool = False) -> None:
         super().__init__()
-        if not gamma > 0:
-            raise ValueError(f'MMParetoHook: gamma must be > 0, got {gamma}')
-        if not eps > 0:
-            raise ValueError(f'MMParetoHook: eps must be > 0, got {eps}')
+        check_number('MMParetoHook', 'gamma', gamma, low=0, low_open=True,
+                     meaning='factor of the new encoder gradients')
+        check_number('MMParetoHook', 'eps', eps, low=0, low_open=True,
+                     meaning='guard of the cosine and of |h_p|')
         self.gamma = float(gamma)
         self.eps = float(eps)
         self.reference_compat = bool(reference_compat)

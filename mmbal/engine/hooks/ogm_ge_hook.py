@@ -22,7 +22,7 @@ from mmbal.balance import all_reduce_sum, gt_confidence, shared_seed
 from mmbal.balance.functional import (EPS, PARAM_FILTERS, check_param_filter,
                                       filtered_params)
 from mmbal.registry import HOOKS
-from .base_balance_hook import BaseBalanceHook
+from .base_balance_hook import BaseBalanceHook, check_number
 
 VARIANTS = ('OGM_GE', 'OGM')
 
@@ -76,6 +76,12 @@ class OGMGEHook(BaseBalanceHook):
                  variant: str = 'OGM_GE', reference_compat: bool = False, seed: int = 0,
                  param_filter: str = 'conv') -> None:
         super().__init__()
+        check_number('OGMGEHook', 'alpha', alpha, low=0, meaning='alpha of eq. 10')
+        for field, value in (('modulation_starts', modulation_starts),
+                             ('modulation_ends', modulation_ends)):
+            check_number('OGMGEHook', field, value, low=0, integer=True,
+                         meaning='a 0-based epoch')
+        check_number('OGMGEHook', 'seed', seed, integer=True)
         if variant not in VARIANTS:
             raise ValueError(f'OGMGEHook: unknown variant {variant!r}; expected one of {VARIANTS}')
         if param_filter not in PARAM_FILTERS:

@@ -21,7 +21,7 @@ from mmengine.logging import print_log
 from mmbal.balance.functional import EPS
 from mmbal.engine.step import BalanceTerms
 from mmbal.registry import HOOKS
-from .base_balance_hook import BaseBalanceHook
+from .base_balance_hook import BaseBalanceHook, check_number
 
 RULES = ('eq12', 'per_modality')
 #: Hook argument -> key of the modality-analysis artifact that holds the same role.
@@ -29,9 +29,8 @@ ROLE_KEYS = dict(dominant='performance_dominant', optim_dominant='optimization_d
 
 
 def check_pdmp_args(gamma_p: float, rule: str) -> None:
-    """Reject gamma_p < 1 (PDMP amplifies m_p) and unknown M > 2 rules."""
-    if gamma_p < 1:
-        raise ValueError(f'PDMP needs gamma_p >= 1 (it amplifies m_p), got {gamma_p}')
+    """Reject gamma_p < 1 (PDMP amplifies m_p), NaN or inf, and unknown M > 2 rules."""
+    check_number('PDMPHook', 'gamma_p', gamma_p, low=1, meaning='PDMP amplifies m_p')
     if rule not in RULES:
         raise ValueError(f'unknown PDMP rule {rule!r}; expected one of {RULES}')
 

@@ -108,3 +108,15 @@ class StepContext:
     def loss_grads(self, hook) -> Dict[str, List[torch.Tensor]]:
         """The per-loss gradients ``hook`` requested, aligned with its params lists."""
         return self._loss_grads.get(id(hook), {})
+
+
+class NonFiniteError(RuntimeError):
+    """A loss term or a gradient of the training step is NaN or infinite.
+
+    Raised by :class:`BalanceTrainStep` with ``nonfinite='raise'`` (the
+    default) before the parameters are updated. The message names the
+    iteration (1-based, as in the training log), the loss term and who
+    returned it, or the parameters whose gradient is non-finite (a modality's
+    encoder, the fusion, the head, a method's modules) and the point of the
+    step it was found at (after backward, or after a method's ``edit_grads``).
+    """
