@@ -47,6 +47,7 @@ import numpy as np
 from mmengine.config import Config, DictAction
 
 from mmbal.balance.teachers import plain_config
+from mmbal.utils import merge_cfg_options
 from mmbal.utils.progress import Progress, RunJournal, accuracy_summary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -268,7 +269,7 @@ def main() -> None:
     except ValueError as err:
         raise SystemExit(f'modality_analysis.py: error: {err}')
     cfg = Config.fromfile(args.config)
-    cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options)
     cfg.randomness = dict(cfg.get('randomness', {}), seed=args.seed)
     modalities = list(cfg.model.encoders)
     work_dir = Path(args.work_dir or ROOT / 'work_dirs' / f'analysis_{Path(args.config).stem}')
