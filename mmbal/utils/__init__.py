@@ -1,7 +1,14 @@
-from .checkpoint import checkpoint_safe_globals, drop_executable_meta, safe_checkpoint_loading
+from .checkpoint import (CheckpointMismatchError, check_state_dict_matches, checkpoint_safe_globals,
+                         drop_executable_meta, safe_checkpoint_loading)
+from .checkpoint_files import (InvalidCheckpointError, atomic_write, check_resumable,
+                               checkpoint_candidates, read_last_checkpoint,
+                               remove_partial_files, write_text_atomic)
 from .config_check import check_top_level_keys
 from .dist import setup_cpu_distributed
 from .safe_config import literal_config
 
 __all__ = ['checkpoint_safe_globals', 'drop_executable_meta', 'safe_checkpoint_loading',
+           'CheckpointMismatchError', 'check_state_dict_matches', 'InvalidCheckpointError',
+           'atomic_write', 'write_text_atomic', 'check_resumable', 'checkpoint_candidates',
+           'read_last_checkpoint', 'remove_partial_files',
            'setup_cpu_distributed', 'check_top_level_keys', 'literal_config']
