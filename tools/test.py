@@ -16,6 +16,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', help='the dir to save the evaluation logs')
     parser.add_argument('--out', help='dump the metrics to this JSON file')
     parser.add_argument(
+        '--strict', choices=('true', 'false'), default='true',
+        help='true (default): a checkpoint whose keys or shapes differ from the model is an '
+        'error; false: load the matching tensors only (the rest keep their init)')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, e.g. test_dataloader.dataset.split=test_human')
     parser.add_argument('--data-root',
@@ -29,6 +33,15 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def set_strict(runner, strict: str) -> None:
+    """Make the runner's checkpoint load strict (``'true'``) or not (``'false'``)."""
+    if hasattr(runner, 'load_strict'):
+        runner.load_strict = strict == 'true'
+    elif strict == 'true':
+        raise ValueError(f'{type(runner).__name__} loads checkpoints non-strictly; set '
+                         "runner_type='MMBalRunner' in the config or pass --strict false")
+
+
 def main() -> None:
     args = parse_args()
     cfg = Config.fromfile(args.config)
@@ -38,6 +51,7 @@ def main() -> None:
     cfg.load_from = args.checkpoint
     cfg.resume = False
     runner = build_runner(cfg, args.config, args.launcher)
+    set_strict(runner, args.strict)
     metrics = runner.test()
     if args.out and runner.rank == 0:
         with open(args.out, 'w') as f:

@@ -21,8 +21,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
-        help='resume from the given checkpoint, or from the latest one in the work dir '
-        'when no path is given')
+        help='resume from the given checkpoint (an error if it does not exist), or, with no '
+        'path, from the latest valid checkpoint of the work dir (from scratch if it has none)')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate on val during training (not recommended)')

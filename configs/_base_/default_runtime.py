@@ -5,8 +5,9 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=20),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    # Model selection on the validation split: keep the last and the best checkpoint.
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=1,
+    # Model selection on the validation split: keep the last and the best checkpoint
+    # (SafeCheckpointHook: deletes an old checkpoint only once its successor is written).
+    checkpoint=dict(type='SafeCheckpointHook', interval=1, max_keep_ckpts=1,
                     save_best='accuracy/fused', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )

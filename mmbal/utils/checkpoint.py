@@ -16,7 +16,7 @@ MMEngine later calls. Where torch can (>= 2.6), ``builtins.getattr`` is bound to
 import builtins
 import contextlib
 import pickle
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -92,3 +92,38 @@ def drop_executable_meta(checkpoint: object) -> object:
     if isinstance(meta, dict):
         meta.pop('config', None)
     return checkpoint
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint's weights and the model differ in keys or shapes."""
+
+
+def check_state_dict_matches(model_state: Mapping[str, torch.Tensor], state_dict: Mapping,
+                             source: str, show: int = 5) -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``state_dict`` fits ``model_state`` exactly.
+
+    MMEngine loads a mismatching checkpoint with a warning and leaves the
+    unmatched tensors at their init, so another model's file evaluates
+    silently. The message lists the first ``show`` keys of each kind.
+    """
+    missing = [k for k in model_state if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in model_state]
+    shapes = [f'{k} {_shape(v)} in the file, {_shape(model_state[k])} in the model'
+              for k, v in state_dict.items()
+              if k in model_state and _shape(v) != _shape(model_state[k])]
+    problems = []
+    for what, items in (('keys missing from the file', missing),
+                        ('keys the model does not have', unexpected),
+                        ('shape mismatches', shapes)):
+        if items:
+            more = f', ... ({len(items) - show} more)' if len(items) > show else ''
+            problems.append(f'{len(items)} {what}: {", ".join(items[:show])}{more}')
+    if problems:
+        raise CheckpointMismatchError(
+            f'{source} does not match the model: {"; ".join(problems)}. Load it with '
+            'strict=False (tools/test.py --strict false) to load only the matching tensors')
+
+
+def _shape(value: object) -> Optional[tuple]:
+    shape = getattr(value, 'shape', None)
+    return None if shape is None else tuple(shape)

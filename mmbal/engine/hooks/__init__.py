@@ -1,6 +1,7 @@
 from .aim_hook import AIMHook
 from .arl_hook import ARLHook
 from .base_balance_hook import BaseBalanceHook
+from .checkpoint_hook import SafeCheckpointHook
 from .g2d_hook import G2DHook
 from .mla_hook import MLAHook
 from .mmpareto_hook import MMParetoHook
@@ -8,4 +9,4 @@ from .ogm_ge_hook import OGMGEHook
 from .pdmp_hook import PDMPHook
 
 __all__ = ['BaseBalanceHook', 'PDMPHook', 'OGMGEHook', 'ARLHook', 'G2DHook', 'MMParetoHook',
-           'MLAHook']
+           'MLAHook', 'SafeCheckpointHook']

@@ -1,14 +1,23 @@
 """MMEngine's Runner with safe checkpoint loading and test-on-best-checkpoint."""
 import json
 import os.path as osp
+import re
+from typing import List, Optional, Sequence, Tuple
 
-from mmengine.dist import barrier, is_main_process
+from mmengine.dist import barrier, is_main_process, master_only
 from mmengine.logging import print_log
 from mmengine.model import ModuleDict, is_model_wrapper
 from mmengine.runner import Runner
 
 from mmbal.registry import HOOKS, RUNNERS
-from mmbal.utils import drop_executable_meta, safe_checkpoint_loading
+from mmbal.utils import (InvalidCheckpointError, atomic_write, check_resumable,
+                         check_state_dict_matches, checkpoint_candidates, drop_executable_meta,
+                         read_last_checkpoint, safe_checkpoint_loading)
+
+
+# What a resume from a checkpoint without these keys restarts from the config.
+RESTARTED = {'optimizer': 'the optimizer state (e.g. momentum) starts empty',
+             'param_schedulers': 'the parameter schedulers start from their first step'}
 
 
 @RUNNERS.register_module()
@@ -23,11 +32,19 @@ class MMBalRunner(Runner):
     * Resume and ``load_from`` run inside :func:`safe_checkpoint_loading`, which
       allows exactly the globals MMEngine writes; nothing falls back to
       ``weights_only=False``.
+    * Loads are strict (``load_strict``, default True): missing or unexpected
+      keys and shape mismatches raise :class:`CheckpointMismatchError` on every
+      rank instead of MMEngine's warning. ``tools/test.py --strict false`` sets
+      it to False.
+    * Checkpoints are written atomically (:func:`atomic_write`); a resume checks
+      its file first and, when resuming from the work dir, falls back to the
+      newest valid checkpoint with a warning naming both.
     """
 
     def __init__(self, *args, custom_hooks=None, **kwargs) -> None:
         self._prebuilt_hooks = [_build_hook(h) for h in (custom_hooks or [])]
         super().__init__(*args, custom_hooks=self._prebuilt_hooks, **kwargs)
+        self.load_strict = True
 
     def wrap_model(self, model_wrapper_cfg, model):
         attach_balance_modules(model, self._prebuilt_hooks)
@@ -47,10 +64,93 @@ class MMBalRunner(Runner):
         with safe_checkpoint_loading():
             super().resume(filename, *args, **kwargs)
 
-    def load_checkpoint(self, filename: str, *args, **kwargs):
+    def load_checkpoint(self, filename: str, map_location='cpu', strict: Optional[bool] = None,
+                        revise_keys: Sequence = ((r'^module.', ''),)):
+        """Runner.load_checkpoint; ``strict=None`` means ``self.load_strict``."""
+        strict = self.load_strict if strict is None else strict
         # resume() reads its checkpoint through here; MMEngine would execute meta['config'].
         with safe_checkpoint_loading():
-            return drop_executable_meta(super().load_checkpoint(filename, *args, **kwargs))
+            checkpoint = drop_executable_meta(super().load_checkpoint(
+                filename, map_location, strict=False, revise_keys=list(revise_keys)))
+        if strict:
+            model = self.model.module if is_model_wrapper(self.model) else self.model
+            state = checkpoint.get('state_dict', checkpoint)
+            for pattern, repl in revise_keys:
+                state = {re.sub(pattern, repl, k): v for k, v in state.items()}
+            check_state_dict_matches(model.state_dict(), state, f'checkpoint {filename}')
+        return checkpoint
+
+    def load_or_resume(self) -> None:
+        """MMEngine's load-or-resume, with the resumed file checked first.
+
+        * ``resume`` with a path: the file must exist (``FileNotFoundError``) and
+          be a complete checkpoint (:class:`InvalidCheckpointError`).
+        * ``resume`` from the work dir: the file ``last_checkpoint`` names, else
+          the newest valid ``*.pth`` (a warning names the skipped and the chosen
+          file); no checkpoint at all is said plainly and trains from scratch.
+        * A resumed file without optimizer or scheduler state (a ``save_best``
+          checkpoint) gets a warning naming what restarts from the config.
+        """
+        if self._has_loaded or not self._resume:
+            return super().load_or_resume()
+        if self._load_from is not None:
+            if not osp.isfile(self._load_from):
+                raise FileNotFoundError(f'the checkpoint to resume from does not exist: '
+                                        f'{self._load_from}')
+            path, absent = self._load_from, check_resumable(self._load_from)
+        else:
+            found = self._latest_resumable()
+            if found is None:
+                self.logger.info(f'no checkpoint in {self.work_dir} to resume from: '
+                                 'training from scratch')
+                return
+            path, absent = found
+        absent = [k for k in absent if k != 'param_schedulers' or self.param_schedulers]
+        if absent:
+            self.logger.warning(
+                f'resuming from {path}, which has no {" and no ".join(absent)} state (MMEngine '
+                f'writes best_* checkpoints without it): '
+                f'{" and ".join(RESTARTED[k] for k in absent)}, so the run does not continue '
+                'the interrupted one exactly')
+        self.resume(path)
+
+    def _latest_resumable(self) -> Optional[Tuple[str, List[str]]]:
+        """``(path, absent training-state keys)`` of the checkpoint to auto-resume from.
+
+        The one ``last_checkpoint`` names if it is valid; otherwise the newest
+        valid ``*.pth`` in the work dir (and the named file's dir), with a
+        warning; None when there is no checkpoint file at all.
+        """
+        named = read_last_checkpoint(self.work_dir)
+        dirs = [self.work_dir] + ([osp.dirname(named)] if named else [])
+        candidates = checkpoint_candidates(dirs)
+        if named is not None:
+            named = osp.abspath(named)
+            candidates = [named] + [c for c in candidates if c != named]
+        skipped = []
+        for path in candidates:
+            try:
+                absent = check_resumable(path)
+            except InvalidCheckpointError as err:
+                skipped.append(str(err))
+                continue
+            if path != named:
+                why = (f'last_checkpoint names {named}, which is not usable' if named else
+                       f'{self.work_dir} has no last_checkpoint')
+                self.logger.warning(f'{why}; resuming from {path}, the newest valid checkpoint'
+                                    + (f' (skipped: {"; ".join(skipped)})' if skipped else ''))
+            return path, absent
+        if skipped:
+            raise RuntimeError(f'no valid checkpoint in {self.work_dir} to resume from: '
+                               f'{"; ".join(skipped)}. Remove them or train without --resume')
+        return None
+
+    @master_only
+    def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
+        """Runner.save_checkpoint through :func:`atomic_write`: a kill leaves the old
+        ``filename`` or the complete new one, never a partial file."""
+        with atomic_write(osp.join(out_dir, filename)) as tmp:
+            super().save_checkpoint(out_dir, osp.basename(tmp), *args, **kwargs)
 
     def test_best(self) -> dict:
         """Test the checkpoint that the val metric selected (the last model if none).
