@@ -90,6 +90,9 @@ def test_config_runs_in_test_mode(path, tmp_path):
     init_default_scope('mmbal')
     cfg = Config.fromfile(str(path))
     model = MODELS.build(cfg.model)
+    # The modules balance hooks own are part of a trained model's checkpoint (strict load).
+    attach_balance_modules(model, [HOOKS.build({k: v for k, v in h.items() if k != 'priority'})
+                                   for h in cfg.get('custom_hooks', [])])
     ckpt = tmp_path / 'model.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
     for split in ('train', 'val', 'test'):
