@@ -2,7 +2,7 @@
 
 All results are detached: coefficients and scores never carry gradient.
 Statistics (confidences, entropies, and the sums and ratios built from them)
-are float64 (SPEC "Clarifications": in float32 a near tie of two batch scores
+are float64 (docs/adding_a_method.md, "Call points": in float32 a near tie of two batch scores
 is decided by the summation order, and the entropy of a saturated probe loses
 its largest term); callers cast only the final coefficient.
 """

@@ -1,6 +1,6 @@
 """Frozen unimodal teachers for distillation methods (G2D, UMT).
 
-SPEC "G2D", Teachers: one unimodal model per modality with the student's exact
+G2D's teachers (docs/methods/g2d.md): one unimodal model per modality with the student's exact
 encoder, trained on the whole training split with the student's recipe,
 frozen, in eval mode, run online under ``no_grad`` on the exact batch the
 student sees. They come from the artifact of

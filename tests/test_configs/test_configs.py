@@ -239,7 +239,9 @@ DOCUMENTED = [
      'configs/_base_/datasets/cefa.py',
      ['train_dataloader.dataset.protocol=4@2'], probe_protocol, {'list': '4@2_train.txt'}),
     ('pdmp-analysis', [('configs/pdmp/pdmp_r18_crema.py', '--cfg-options custom_hooks.0.'
-                                                          'dominant=None')],
+                                                          'dominant=None'),
+                       ('docs/methods/pdmp.md', 'custom_hooks.0.dominant=None '
+                                                'custom_hooks.0.optim_dominant=None')],
      'configs/pdmp/pdmp_r18_crema.py',
      ['custom_hooks.0.dominant=None', 'custom_hooks.0.optim_dominant=None',
       'custom_hooks.0.analysis=work_dirs/analysis_concat_r18_crema/analysis.json'],
@@ -254,7 +256,8 @@ DOCUMENTED = [
     ('g2d-epochs', [('docs/methods/g2d.md', '--cfg-options train_cfg.max_epochs=3')],
      'configs/g2d/g2d_r18_avdigits.py', ['train_cfg.max_epochs=3'], probe_runner,
      {'max_epochs': 3}),
-    ('seed-epochs', [('tools/train.py', 'e.g. randomness.seed=1 train_cfg.max_epochs=2')],
+    ('seed-epochs', [('tools/train.py', 'e.g. randomness.seed=1 train_cfg.max_epochs=2'),
+                     ('docs/protocol.md', '--cfg-options randomness.seed=K')],
      CONCAT, ['randomness.seed=1', 'train_cfg.max_epochs=2'], probe_runner,
      {'seed': 1, 'max_epochs': 2}),
     ('batch-size', [(GET_STARTED, '(`train_dataloader.batch_size=32`)')], CONCAT,
@@ -298,7 +301,8 @@ def logical_lines(text: str):
 
 
 # Lines that name the flag without suggesting an override.
-SYNOPSIS = ('`--amp`, `--cfg-options`, `--data-root`', '[--cfg-options k=v ...]')
+SYNOPSIS = ('`--amp`, `--cfg-options`, `--data-root`', '[--cfg-options k=v ...]',
+            'every `--cfg-options` override')
 
 
 def test_every_suggested_override_is_tested():

@@ -2,7 +2,7 @@
 
 Trains one unimodal model per modality (same encoder and schedule as the
 multimodal config) and an unmodulated joint model, all selected and scored on
-the val split, and writes a JSON artifact that PDMP reads (SPEC "PDMP",
+the val split, and writes a JSON artifact that PDMP reads (docs/methods/pdmp.md,
 modality analysis):
 
 * m_p = argmax of the unimodal models' final-epoch val accuracy;

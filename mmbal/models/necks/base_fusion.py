@@ -11,13 +11,13 @@ class BaseFusion(BaseModule):
 
     Subclasses say how many modalities they accept (``num_modalities``, None =
     any) and whether they have an analytic per-modality decomposition
-    (``supports_analytic``; see SPEC "Per-modality logits"). ``outputs_logits``
+    (``supports_analytic``; see "Per-modality logits" in docs/adding_a_method.md). ``outputs_logits``
     is True for necks that always end in class logits (late fusion), so the
     classifier must not add a head after them. ``probe_is_branch`` is True for
     necks made of one branch per modality (sum, late): a modality's probe is
     then its own branch (``branch_outputs``) through the head, not the fusion
     with the other modalities zeroed, which would leak the other branches'
-    biases (SPEC "Clarifications").
+    biases.
 
     Args:
         in_channels: Feature size of every modality, in config order. The
@@ -48,7 +48,7 @@ class BaseFusion(BaseModule):
 
     def analytic_logits(self, features: Dict[str, torch.Tensor],
                         head: Optional[nn.Module]) -> Dict[str, torch.Tensor]:
-        """Per-modality logits ``s_m`` whose definition SPEC gives for this fusion."""
+        """Per-modality logits ``s_m`` as docs/adding_a_method.md defines them for this fusion."""
         raise NotImplementedError(
             f'{type(self).__name__} has no analytic per-modality logits; '
             f"set the classifier's modality_logits='probe'")

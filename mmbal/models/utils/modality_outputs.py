@@ -1,13 +1,13 @@
 """Per-modality features and logits of one forward pass, computed on demand.
 
 Metrics and balance hooks read per-modality logits from this one record, in
-the two modes of SPEC "Per-modality logits":
+the two modes of "Per-modality logits" in docs/adding_a_method.md:
 
 * ``analytic``: the fusion's own decomposition (concat, sum, late);
 * ``probe``: the shared fusion and head applied with every other modality's
   feature set to zero; for fusions that declare ``probe_is_branch`` (sum,
   late: one branch per modality) the modality's own branch through the head
-  instead (SPEC "Clarifications": zeroing would leak the other branches'
+  instead (zeroing would leak the other branches'
   biases, or halve late fusion's logits).
 """
 from dataclasses import dataclass, field
