@@ -5,6 +5,18 @@ import torch
 from mmengine.optim import OptimWrapper
 
 from mmbal.engine.step import BalanceTrainStep, StepContext
+from mmbal.registry import MODELS
+
+
+def tiny_classifier(seed: int = 0):
+    """Two MLP encoders (audio 3 -> 5 -> 4, visual 2 -> 3), concat, a 3-class head."""
+    torch.manual_seed(seed)
+    return MODELS.build(dict(
+        type='MultimodalClassifier',
+        encoders=dict(audio=dict(type='MLPEncoder', in_channels=3, out_channels=4,
+                                 hidden_channels=(5, )),
+                      visual=dict(type='MLPEncoder', in_channels=2, out_channels=3)),
+        fusion=dict(type='ConcatFusion'), head=dict(type='LinearClsHead', num_classes=3)))
 
 
 def sgd_wrapper(model, lr: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0,

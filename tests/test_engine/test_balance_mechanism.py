@@ -6,20 +6,10 @@ import pytest
 import torch
 from mmengine.optim import OptimWrapper
 from step_utils import Stepper, capture_step_grads, cpu_amp_wrapper, sgd_wrapper
+from step_utils import tiny_classifier as build_model
 
 from mmbal.engine import BalanceTerms, BaseBalanceHook, LossGradRequest, PassPlan
 from mmbal.models.utils import GradientGate
-from mmbal.registry import MODELS
-
-
-def build_model(seed=0):
-    torch.manual_seed(seed)
-    return MODELS.build(dict(
-        type='MultimodalClassifier',
-        encoders=dict(audio=dict(type='MLPEncoder', in_channels=3, out_channels=4,
-                                 hidden_channels=(5, )),
-                      visual=dict(type='MLPEncoder', in_channels=2, out_channels=3)),
-        fusion=dict(type='ConcatFusion'), head=dict(type='LinearClsHead', num_classes=3)))
 
 
 def batch(b=6, seed=1):

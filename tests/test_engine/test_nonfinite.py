@@ -8,28 +8,19 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import MessageHub
 from step_utils import Stepper, capture_step_grads, cpu_amp_wrapper
+from step_utils import tiny_classifier as build_model
 
 from mmbal.engine import BalanceTerms, BalanceTrainLoop, BaseBalanceHook, build_runner
 from mmbal.engine.runner.balance_loop import check_optimizer_values
 from mmbal.engine.step import train_step
 from mmbal.engine.step.api import NonFiniteError
-from mmbal.registry import HOOKS, MODELS
+from mmbal.registry import HOOKS
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'configs/concat/concat_r18_avdigits.py'
 NAN = float('nan')
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tests/conftest.py
-
-
-def build_model(seed=0):
-    torch.manual_seed(seed)
-    return MODELS.build(dict(
-        type='MultimodalClassifier',
-        encoders=dict(audio=dict(type='MLPEncoder', in_channels=3, out_channels=4,
-                                 hidden_channels=(5, )),
-                      visual=dict(type='MLPEncoder', in_channels=2, out_channels=3)),
-        fusion=dict(type='ConcatFusion'), head=dict(type='LinearClsHead', num_classes=3)))
 
 
 def batch(seed=1, b=6, scale=1.0):

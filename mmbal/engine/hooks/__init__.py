@@ -9,4 +9,4 @@ from .ogm_ge_hook import OGMGEHook
 from .pdmp_hook import PDMPHook
 
 __all__ = ['BaseBalanceHook', 'PDMPHook', 'OGMGEHook', 'ARLHook', 'G2DHook', 'MMParetoHook',
-           'MLAHook', 'SafeCheckpointHook']
+           'MLAHook', 'AIMHook', 'SafeCheckpointHook']
