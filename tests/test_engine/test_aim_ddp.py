@@ -2,6 +2,7 @@
 import json
 import os
 
+import pytest
 import torch
 from dist_utils import run_gloo
 
@@ -44,7 +45,7 @@ def _state(model, hook):
     return {n: p.detach().flatten().tolist() for n, p in named}
 
 
-def _aim_steps(rank, world, out_dir):
+def _aim_steps(rank, world, out_dir, options):
     """Four AIM steps (two per phase) on this rank's shard of each global batch."""
     from mmengine.model import MMDistributedDataParallel
     from mmengine.registry import init_default_scope
@@ -53,7 +54,7 @@ def _aim_steps(rank, world, out_dir):
     from mmbal.engine.hooks import AIMHook
     init_default_scope('mmbal')
     model = _model()
-    hook = AIMHook(switch_epoch=1, latent=16, rank=2)  # small modules: a fast test
+    hook = AIMHook(switch_epoch=1, latent=16, rank=2, **options)  # small modules: a fast test
     torch.manual_seed(3 + rank)  # the replicas draw different prototypes and modules
     hook.prepare(model, _class_means())
     net = MMDistributedDataParallel(model, device_ids=None) if world > 1 else model
@@ -73,9 +74,13 @@ def _aim_steps(rank, world, out_dir):
         json.dump(result, f)
 
 
-def test_aim_hook_under_ddp_equals_one_process_on_the_global_batch(tmp_path):
-    run_gloo(_aim_steps, str(tmp_path))
-    _aim_steps(0, 1, str(tmp_path))
+# The method as specified; and label scores with CE(f, y) kept on from E, where the encoders'
+# gradient is DDP's (CE) plus the step's (L_mod) and the head learns.
+@pytest.mark.parametrize('options', [{}, dict(score_source='label', ce_after_switch=True)],
+                         ids=['prototype', 'label-ce'])
+def test_aim_hook_under_ddp_equals_one_process_on_the_global_batch(tmp_path, options):
+    run_gloo(_aim_steps, str(tmp_path), options)
+    _aim_steps(0, 1, str(tmp_path), options)
     r0, r1, single = (json.loads((tmp_path / f'{name}.json').read_text())
                       for name in ('rank0_of2', 'rank1_of2', 'rank0_of1'))
     assert r0 == r1  # replicas: the same statistics, parameters, prototypes and modules
@@ -91,3 +96,4 @@ def test_aim_hook_under_ddp_equals_one_process_on_the_global_batch(tmp_path):
     # Each phase moved the encoders (CE before the switch, L_mod after it).
     first, second = single['states']
     assert first['encoders.audio.layers.0.weight'] != second['encoders.audio.layers.0.weight']
+    assert (first['head.fc.weight'] != second['head.fc.weight']) == ('ce_after_switch' in options)
