@@ -123,6 +123,19 @@ VARIANTS: Dict[str, dict] = {
                             'head gradient projection)',
                 cfg=dict(model=dict(fusion=dict(type='SharedHeadFusion'), head=None)),
                 custom_hooks=[dict(type='MLAHook')]),
+    # AIM rows: the class means come from one pass over the synthetic set (its items are
+    # already tensors: an empty pipeline), untimed in before_train. switch_epoch 0 times the
+    # L_mod phase (the blocks re-run with a graph); 'aim_pre' the phase before E.
+    'aim': dict(description='mmbal + AIMHook after E (DAP step, PAM modules, L_mod through '
+                            'the re-run blocks; kron maps, rank 8)',
+                custom_hooks=[dict(type='AIMHook', switch_epoch=0, class_mean_pipeline=[])]),
+    'aim_pre': dict(description='mmbal + AIMHook before E (CE + L_pdm + DAP step, scores '
+                                'without a graph)',
+                    custom_hooks=[dict(type='AIMHook', switch_epoch=10**6,
+                                       class_mean_pipeline=[])]),
+    'aim_nopam': dict(description='as aim with pam=False (no decoupling modules)',
+                      custom_hooks=[dict(type='AIMHook', switch_epoch=0, pam=False,
+                                         class_mean_pipeline=[])]),
 }
 DEFAULT_VARIANTS = ('mmbal', 'mmbal_noacc', 'pdmp', 'ogm', 'ogm_ge', 'arl', 'g2d', 'g2d_cache',
                     'mmpareto', 'mla')
@@ -193,7 +206,11 @@ class StepTimeBenchDataset(Dataset):
     """
 
     def __init__(self, num_samples: int, audio_shape: Sequence[int],
-                 visual_shape: Sequence[int], num_classes: int, seed: int = 0) -> None:
+                 visual_shape: Sequence[int], num_classes: int, seed: int = 0,
+                 pipeline: Sequence = ()) -> None:
+        if list(pipeline):  # a dataset pass (AIM's class means) may set an empty one
+            raise ValueError(f'StepTimeBenchDataset: pipeline={pipeline!r}; its items are '
+                             f'fixed tensors, expected no transforms')
         key = (num_samples, tuple(audio_shape), tuple(visual_shape), num_classes, seed)
         if key not in _DATA_CACHE:
             g = torch.Generator().manual_seed(seed)
@@ -681,6 +698,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--warmup', type=int, help='discarded iterations at the start of every block')
     p.add_argument('--repeats', type=int, help='interleaved blocks per path')
     p.add_argument('--batch-size', type=int)
+    p.add_argument('--width', type=int,
+                   help="ResNet18 base_channels (default: the setting's, demo 16, paper 64)")
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
     p.add_argument('--threads', type=int, default=torch.get_num_threads(),
                    help='torch.set_num_threads for every path (default: %(default)s)')
@@ -718,6 +737,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         extra_blocks=args.breakdown + (1 if args.profile else 0),
         shape={k: setting[k] for k in ('audio_shape', 'visual_shape', 'base_channels',
                                        'visual_in_channels', 'num_classes')})
+    if args.width is not None:
+        if args.width < 1:
+            raise SystemExit(f'--width {args.width}: expected a positive channel count')
+        bc.shape['base_channels'] = args.width
     if bc.warmup < 1:
         raise SystemExit('--warmup must be >= 1 (the first iteration of a block has no '
                          'fetch time for the Runner path)')
@@ -756,9 +779,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                      for k, bl in blocks.items()})
     if profile_txt:
         print(profile_txt)
-    print(f'\nsetting={bc.setting} batch={bc.batch_size} iters={bc.iters} warmup={bc.warmup} '
-          f'repeats={bc.repeats} device={bc.device} threads={bc.threads} '
-          f'samples={bc.num_samples} loadavg before/after {load_before} / {_loadavg()}\n')
+    print(f'\nsetting={bc.setting} width={bc.shape["base_channels"]} batch={bc.batch_size} '
+          f'iters={bc.iters} warmup={bc.warmup} repeats={bc.repeats} device={bc.device} '
+          f'threads={bc.threads} samples={bc.num_samples} '
+          f'loadavg before/after {load_before} / {_loadavg()}\n')
     print(table)
     if load_before and load_before[0] > 0.5:
         print(f'\nNOTE: 1-min load average was {load_before[0]} before the run: other processes '

@@ -86,10 +86,11 @@ def test_from_the_switch_encoders_learn_from_l_mod_only(pam, dam):
                   for m in model.modalities}
     before, modules = copy.deepcopy(model), copy.deepcopy(hook.modules_)
     grads, log = step_grads(model, [hook], inputs, samples, epoch=1)
-    # The trained total is L_mod + the DAP loss (+ L_pdm): no CE(f, y).
+    # The step's backward trains the DAP loss (+ L_pdm), no CE(f, y); L_mod reaches the
+    # encoders as a per-loss gradient added in edit_grads.
     extra = log['loss_aim_pdm'].item() if pam else 0.0
-    assert log['loss'].item() == pytest.approx(
-        log['loss_aim_mod'].item() + log['loss_aim_dap'].item() + extra, rel=1e-6)
+    assert 'loss_aim_mod' not in log
+    assert log['loss'].item() == pytest.approx(log['loss_aim_dap'].item() + extra, rel=1e-6)
     for name, _ in model.fusion.named_parameters(prefix='fusion'):
         assert grads[name] is None
     for name, _ in model.head.named_parameters(prefix='head'):
@@ -121,7 +122,7 @@ def test_from_the_switch_encoders_learn_from_l_mod_only(pam, dam):
         depth_losses.append(depth_loss([x[1] for x in t], rho,
                                        [x[3] for x in t] if pam else None, rho_aux))
     expected_loss = modulation_loss(alphas, depth_losses)
-    assert log['loss_aim_mod'].item() == pytest.approx(expected_loss.item(), rel=1e-5)
+    assert hook._pending['loss_mod'].item() == pytest.approx(expected_loss.item(), rel=1e-5)
     names = [n for n, _ in before.encoders.named_parameters(prefix='encoders')]
     expected = torch.autograd.grad(expected_loss, list(before.encoders.parameters()),
                                    allow_unused=True)
@@ -155,8 +156,12 @@ def test_ce_after_switch_keeps_the_head_learning():
     model = tiny_model()
     hook = ready_hook(model, ce_after_switch=True, pdm_after_switch=False)
     grads, log = step_grads(model, [hook], inputs, samples, epoch=1)
-    assert 'loss' in log and 'loss_aim_mod' in log and 'loss_aim_pdm' not in log
+    assert 'loss' in log and 'loss_mod' in hook._pending and 'loss_aim_pdm' not in log
     assert grads['head.fc.weight'] is not None
+    # CE(f, y) and L_mod both reach the encoders: the gradient is their sum.
+    ce_only, _ = step_grads(tiny_model(), [], inputs, samples)
+    assert not torch.equal(grads['encoders.feat.layers.0.weight'],
+                           ce_only['encoders.feat.layers.0.weight'])
 
 
 def test_logs_every_score_weight_and_coefficient():
@@ -228,15 +233,6 @@ def test_before_train_takes_the_class_means_of_the_train_split_with_the_eval_pip
     assert tuple(hook.dap.prototypes['visual'].shape) == (10, 1, 1, 28, 28)
 
 
-def test_aim_hook_refuses_ddp_for_now():
-    model = tiny_model()
-    hook = ready_hook(model)
-    inputs, samples = batch()
-    outputs = model(inputs, samples, mode='outputs')
-    with pytest.raises(NotImplementedError, match='does not reduce its scores over ranks'):
-        hook.after_forward(StepContext(model=model, world_size=2), outputs, samples)
-
-
 def test_aim_hook_checks_its_config():
     with pytest.raises(ValueError, match='switch_epoch=-1; expected an int >= 0'):
         AIMHook(switch_epoch=-1)
@@ -283,7 +279,7 @@ def test_runner_trains_both_phases_and_resumes_the_aim_state(tmp_path):
     runner = build_runner(runner_cfg(tmp_path, max_epochs=2), config)
     runner.train()
     scalars = runner.message_hub.log_scalars
-    for key in ('train/loss_aim_dap', 'train/loss_aim_pdm', 'train/loss_aim_mod',
+    for key in ('train/loss_aim_dap', 'train/loss_aim_pdm', 'train/balance/aim/loss_mod',
                 'train/balance/aim/alpha/4', 'train/balance/aim/rho_aux/visual/1'):
         assert math.isfinite(scalars[key].current()), key
     saved = torch.load(tmp_path / 'epoch_2.pth', map_location='cpu',

@@ -9,15 +9,20 @@ Algorithm 1's schedule into mmbal's training step:
   the fusion and head get no gradient (``ce_after_switch=True`` keeps CE on), and
   ``L_pdm`` keeps training the modules (``pdm_after_switch``).
 
-Every loss goes through the step's one backward: the DAP loss reaches only the
-prototypes (the network runs on detached parameters), ``L_pdm`` only the modules,
-``L_mod`` only the encoders; the prototypes and modules have their own SGD
-optimizers (``optimizers()``), stepped by the step after the model's.
+The DAP loss reaches only the prototypes (the network runs on detached
+parameters) and ``L_pdm`` only the modules: both go through the step's backward,
+and the prototypes and modules have their own optimizers (``optimizers()``),
+whose gradients the step averages over ranks. ``L_mod`` reaches the encoders
+through the hook's re-run of their blocks, outside the (DDP) forward: it is a
+per-loss gradient request, which the step averages over ranks, added to the
+encoders' ``.grad`` in ``edit_grads``. The scores are batch means all-reduced as
+(sum, count), so every rank weights with the global batch's values.
 """
 from functools import partial
 from typing import Callable, Dict, List, Optional
 
 import torch
+from mmengine.dist import broadcast
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from torch import nn
@@ -28,7 +33,8 @@ from mmbal.balance.aim import (MAPS, BlockParams, DecouplingModule, DepthAdaptiv
                                frozen_logits, frozen_share, modulation_loss, pam_terms,
                                prototype_logits)
 from mmbal.balance.dataset_pass import build_split_loader
-from mmbal.engine.step import BalanceTerms, PassPlan
+from mmbal.balance.functional import all_reduce_sum
+from mmbal.engine.step import BalanceTerms, LossGradRequest, PassPlan
 from mmbal.registry import HOOKS, OPTIMIZERS
 from .base_balance_hook import BaseBalanceHook
 
@@ -39,7 +45,7 @@ SCORE_SOURCES = ('prototype', 'label')
 
 @HOOKS.register_module()
 class AIMHook(BaseBalanceHook):
-    """AIM's schedule, losses and logs (single process).
+    """AIM's schedule, losses and logs.
 
     Args:
         switch_epoch: E, the first epoch trained by ``L_mod`` (required: the
@@ -140,6 +146,9 @@ class AIMHook(BaseBalanceHook):
             self.modules_.to(device=param.device, dtype=param.dtype)
             self._optimizers.append(OPTIMIZERS.build({**self.pdm_optimizer,
                                                       'params': self.modules_.parameters()}))
+        # Replicas start from rank 0's prototypes and modules (no-op in one process).
+        for p in self._owned_parameters():
+            broadcast(p.data, src=0)
         if self._pending_state is not None:
             self.load_state_dict(self._pending_state)
         owned = sum(p.numel() for p in self.modules_.parameters()) if self.pam else 0
@@ -150,6 +159,10 @@ class AIMHook(BaseBalanceHook):
 
     def optimizers(self) -> List[torch.optim.Optimizer]:
         return self._optimizers
+
+    def _owned_parameters(self) -> List[nn.Parameter]:
+        owned = list(self.dap.parameters())
+        return owned + list(self.modules_.parameters()) if self.pam else owned
 
     # --- per batch -----------------------------------------------------------------------
     def switched(self, epoch: int) -> bool:
@@ -165,9 +178,6 @@ class AIMHook(BaseBalanceHook):
         if self.dap is None:
             raise RuntimeError('AIMHook: prepare(model, class_means) has not run (the Runner '
                                'runs it in before_train)')
-        if ctx.world_size > 1:
-            raise NotImplementedError('AIMHook does not reduce its scores over ranks yet; '
-                                      'run it in a single process')
         model, labels = ctx.model, data_samples['gt_label']
         switched = self.switched(ctx.epoch)
         losses = {}
@@ -177,6 +187,7 @@ class AIMHook(BaseBalanceHook):
         self.log('loss_r', dap['loss_r'])
         terms = {m: self._block_terms(model, m, outputs.inputs[m], labels, switched)
                  for m in model.modalities}
+        self._reduce_scores(terms, labels.shape[0])
         if self.pam and (not switched or self.pdm_after_switch):
             losses['loss_aim_pdm'] = sum(t['loss_pdm'] for ts in terms.values() for t in ts)
         depth_losses, alphas = [], []
@@ -190,9 +201,38 @@ class AIMHook(BaseBalanceHook):
                                            [t['loss_aux'] for t in per] if self.pam else None,
                                            rho_aux))
             self._log_depth(model.modalities, i, per, rho, rho_aux, alphas[-1])
-        if switched:
-            losses['loss_aim_mod'] = modulation_loss(alphas, depth_losses)
-        return BalanceTerms(losses=losses)
+        if not switched:
+            return BalanceTerms(losses=losses)
+        # L_mod reaches the encoders outside the forward: a per-loss gradient, averaged over
+        # ranks by the step and added to .grad in edit_grads (DDP's reducer never sees it).
+        loss_mod = modulation_loss(alphas, depth_losses)
+        self.log('loss_mod', loss_mod)
+        request = LossGradRequest(loss_mod, self._block_parameters(model))
+        return BalanceTerms(losses=losses, loss_grads={'mod': request})
+
+    def edit_grads(self, ctx) -> None:
+        """Add the update's ``d L_mod / d encoders`` (after E) to the encoders' ``.grad``."""
+        grads = ctx.loss_grads(self).get('mod')
+        if grads is None:
+            return
+        for p, g in zip(self._block_parameters(ctx.model), grads):
+            p.grad = g.clone() if p.grad is None else p.grad + g
+
+    @staticmethod
+    def _block_parameters(model) -> List[nn.Parameter]:
+        """The trainable parameters of every block of every encoder (what L_mod reaches)."""
+        return [p for m in model.modalities for i in range(model.encoders[m].num_stages)
+                for _, p in model.encoders[m].stage_parameters(i) if p.requires_grad]
+
+    def _reduce_scores(self, terms: Dict[str, List[Dict[str, torch.Tensor]]],
+                       batch_size: int) -> None:
+        """Replace every batch-mean score by its mean over the global batch (all ranks)."""
+        keys = ('s', 's_aux') if self.pam else ('s', )
+        slots = [(t, k) for ts in terms.values() for t in ts for k in keys]
+        local = torch.stack([t[k] for t, k in slots]) * batch_size
+        total = all_reduce_sum(torch.cat([local, local.new_tensor([batch_size])]))
+        for (t, k), value in zip(slots, total[:-1] / total[-1]):
+            t[k] = value
 
     def _block_terms(self, model, m: str, x: torch.Tensor, labels: torch.Tensor,
                      switched: bool) -> List[Dict[str, torch.Tensor]]:
