@@ -74,6 +74,12 @@ def test_config_builds_and_runs_one_training_step(path):
     batch = default_collate([dataset[i] for i in range(4)])
     model = MODELS.build(cfg.model)
     hooks = build_hooks(cfg, model)
+    for hook in hooks:
+        if hasattr(hook, 'prepare'):  # AIM: class means of the train split (one sample here;
+            # tests/test_configs/test_aim_configs.py runs the real class-mean pass)
+            inputs = model.data_preprocessor(batch)['inputs']
+            hook.prepare(model, {m: x[:1].expand(model.num_classes, *x.shape[1:])
+                                 for m, x in inputs.items()})
     wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3))
     log = BalanceTrainStep(model, wrapper, hooks)(batch, StepContext(model=model))
     trained = [k for k in log if 'loss' in k]
