@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from dist_utils import run_gloo
 from mmengine.config import Config
-from step_utils import Stepper, capture_step_grads, cpu_amp_wrapper, sgd_wrapper
+from step_utils import Stepper, capture_step_grads, cpu_amp_wrapper, sgd_wrapper, tiny_classifier
 
 from mmbal.engine import BalanceTerms, BaseBalanceHook, MMParetoHook, PassPlan, build_runner
 from mmbal.engine.hooks.mmpareto_hook import (cosine, gram, min_norm_weight, mmpareto_grads,
@@ -382,17 +382,6 @@ def test_amp_edits_true_gradients():
 
 
 # --------------------------------------------------------------------------- DDP
-def _ddp_model():
-    from mmbal.registry import MODELS
-    torch.manual_seed(0)
-    return MODELS.build(dict(
-        type='MultimodalClassifier',
-        encoders=dict(audio=dict(type='MLPEncoder', in_channels=3, out_channels=4,
-                                 hidden_channels=(5, )),
-                      visual=dict(type='MLPEncoder', in_channels=2, out_channels=3)),
-        fusion=dict(type='ConcatFusion'), head=dict(type='LinearClsHead', num_classes=3)))
-
-
 def _ddp_step(rank, world, out_dir):
     """One MMPareto step (then a second with momentum) on this rank's shard."""
     from mmengine.model import MMDistributedDataParallel
@@ -401,7 +390,7 @@ def _ddp_step(rank, world, out_dir):
     inputs = {m: x[shard] for m, x in inputs.items()}
     samples = {k: v[shard] for k, v in samples.items()}
     hook = MMParetoHook()
-    model = with_heads(_ddp_model(), hook, signs={'visual': -1.0})  # before DDP, optimizer
+    model = with_heads(tiny_classifier(), hook, signs={'visual': -1.0})  # before DDP, optimizer
     net = MMDistributedDataParallel(model, device_ids=None) if world > 1 else model
     stepper = Stepper(model, [hook], net=net, lr=0.1, momentum=0.9)
     grads = capture_step_grads(stepper.optim_wrapper, model)
