@@ -96,8 +96,9 @@ def checkpoint_keys(path: str) -> List[str]:
             path, f'is not a complete torch checkpoint ({size} bytes and no zip directory: '
             'truncated, or not written by torch.save)')
     try:
+        # mmap: the tensors are mapped, not read; the resume that follows reads them once.
         with safe_checkpoint_loading(f'checkpoint {path!r}'):
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
     except Exception as err:  # any reason it does not load goes into the message
         raise InvalidCheckpointError(path, f'does not load: {type(err).__name__}: {err}') from err
     if not isinstance(checkpoint, dict):
