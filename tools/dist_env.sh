@@ -1,5 +1,5 @@
-# Sourced by tools/dist_train.sh and tools/dist_test.sh: choose the Python that runs
-# torchrun and check that it has torch.
+# Sourced by tools/dist_{train,test}.sh and tools/slurm_run.sh: choose the Python
+# that runs torchrun (or the srun tasks) and check that it has torch.
 # Order: $PYTHON if set; else the activated venv ($VIRTUAL_ENV/bin/python); else the
 # repository's .venv/bin/python if it exists; else python3 from PATH.
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -16,10 +16,15 @@ overrides are merged, so a dotted path given on the same command line wins:
 ==================  =====================================================================
 
 An override of any other top-level key the Runner does not read is an error, and
-so is an override of a variable that nothing in the config reads.
+so is an override of a variable that nothing in the config reads. MMEngine's
+``DictAction`` leaves ``dict(...)`` in a value as text; such text is read as a dict of
+literals (nothing is executed), so a list of backends or hooks can be given, e.g.
+``visualizer.vis_backends="[dict(type='LocalVisBackend'),dict(type='TensorboardVisBackend')]"``
+(``DictAction`` splits at commas: one key per ``dict`` on the command line).
 :func:`fill_num_classes` sets the class counts a config leaves unset from the
 training data's class list.
 """
+import ast
 import copy
 import inspect
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -29,6 +34,7 @@ from mmengine.logging import print_log
 
 from mmbal.registry import DATASETS, METRICS, MODELS
 from .config_check import RUNNER_KEYS
+from .safe_config import NotLiteral, literal_value
 
 Path = Tuple[Any, ...]  # keys and list indices from the config root
 SPLITS = ('train', 'val', 'test')
@@ -148,6 +154,21 @@ def _unread(cfg, key: str, option: str) -> KeyError:
                     f'variables {sorted(CONFIG_VARS)} (config: {cfg.filename})')
 
 
+def read_dicts(option: str, value):
+    """``value`` with its ``dict(...)`` strings (which ``DictAction`` leaves as text) read
+    as dicts of literals; the rest unchanged."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(read_dicts(option, v) for v in value)
+    if not (isinstance(value, str) and value.startswith('dict(') and value.endswith(')')):
+        return value
+    try:
+        return literal_value(ast.parse(value, mode='eval').body)
+    except (SyntaxError, NotLiteral) as err:
+        raise ValueError(f'--cfg-options {option}: {value!r} is not a dict of literals '
+                         f'({err}); expected e.g. dict(type=\'TensorboardVisBackend\') '
+                         f'(string values in quotes)') from None
+
+
 def merge_cfg_options(cfg: Config, options: Optional[dict],
                       data_root: Optional[str] = None) -> Config:
     """Merge ``--cfg-options`` (and ``--data-root``) into ``cfg`` so that each one takes effect.
@@ -155,7 +176,7 @@ def merge_cfg_options(cfg: Config, options: Optional[dict],
     Overrides of config variables (see the module docstring) are written where the
     variable is used, then the other overrides are merged as dotted paths.
     """
-    options = dict(options or {})
+    options = {option: read_dicts(option, value) for option, value in (options or {}).items()}
     if data_root is not None:
         options['data_root'] = data_root
     variables: Dict[str, dict] = {}

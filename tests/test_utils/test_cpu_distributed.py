@@ -111,11 +111,12 @@ def test_on_gpu_mmengine_passes_the_config_timeout_to_the_group(monkeypatch):
 
 
 def test_build_runner_bounds_the_timeout_for_every_launcher(monkeypatch, tmp_path):
-    """slurm/mpi (and GPU torchrun) go through MMEngine's init_dist with env_cfg.dist_cfg."""
+    """mpi (and GPU torchrun and srun) go through MMEngine's init_dist with env_cfg.dist_cfg
+    (slurm's own setup: test_slurm.py)."""
     monkeypatch.setattr(RUNNERS, 'build', lambda cfg: cfg)  # the config the runner gets
     cfg = Config(dict(runner_type='MMBalRunner', work_dir=str(tmp_path),
                       env_cfg=dict(dist_cfg=dict(backend='nccl'))))
-    built = build_runner(cfg, 'x.py', launcher='slurm')
+    built = build_runner(cfg, 'x.py', launcher='mpi')
     assert built.env_cfg.dist_cfg == dict(backend='nccl', timeout=cpu_dist.DEFAULT_TIMEOUT)
 
 
