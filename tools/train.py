@@ -24,6 +24,10 @@ def parse_args() -> argparse.Namespace:
         help='resume from the given checkpoint (an error if it does not exist), or, with no '
         'path, from the latest valid checkpoint of the work dir (from scratch if it has none)')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true',
+        help='scale the lr by batch_size x world size / auto_scale_lr.base_batch_size '
+        '(MMEngine\'s linear rule; base_batch_size is set in the config)')
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate on val during training (not recommended)')
     parser.add_argument('--no-test', action='store_true',
@@ -53,6 +57,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
                              f'{wrapper!r}; set it in the config instead')
         cfg.optim_wrapper.type = AMP_WRAPPERS[wrapper]
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        cfg.auto_scale_lr = dict(cfg.get('auto_scale_lr') or {}, enable=True)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:

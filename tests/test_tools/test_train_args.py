@@ -13,7 +13,7 @@ def load_train():
 
 
 def args(**kw):
-    base = dict(work_dir=None, amp=False, resume=None, no_validate=False)
+    base = dict(work_dir=None, amp=False, resume=None, no_validate=False, auto_scale_lr=False)
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -38,6 +38,18 @@ def test_resume_forms():
     assert cfg.resume is True and cfg.load_from is None
     cfg = train.merge_args(Config(dict(optim_wrapper=dict())), args(resume='a/epoch_3.pth'))
     assert cfg.resume is True and cfg.load_from == 'a/epoch_3.pth'
+
+
+def test_auto_scale_lr_enables_the_config_s_base_batch_size():
+    train = load_train()
+    cfg = Config(dict(optim_wrapper=dict(), auto_scale_lr=dict(base_batch_size=64, enable=False)))
+    assert train.merge_args(cfg, args()).auto_scale_lr.enable is False
+    cfg = train.merge_args(cfg, args(auto_scale_lr=True))
+    assert cfg.auto_scale_lr == dict(base_batch_size=64, enable=True)
+    # No base_batch_size: enabled all the same; the runner names what is missing
+    # (test_engine/test_auto_scale_lr.py).
+    cfg = train.merge_args(Config(dict(optim_wrapper=dict())), args(auto_scale_lr=True))
+    assert cfg.auto_scale_lr == dict(enable=True)
 
 
 def load_tool(name):

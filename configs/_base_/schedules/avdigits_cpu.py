@@ -7,3 +7,6 @@ param_scheduler = [dict(type='StepLR', by_epoch=True, step_size=7, gamma=0.1)]
 train_cfg = dict(type='BalanceTrainLoop', max_epochs=10, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
+# The lr above is for a batch of 64 on one process; tools/train.py --auto-scale-lr scales it
+# by batch_size x world size / 64 (MMEngine's linear rule).
+auto_scale_lr = dict(base_batch_size=64, enable=False)

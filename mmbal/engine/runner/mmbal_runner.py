@@ -39,6 +39,8 @@ class MMBalRunner(Runner):
     * Checkpoints are written atomically (:func:`atomic_write`); a resume checks
       its file first and, when resuming from the work dir, falls back to the
       newest valid checkpoint with a warning naming both.
+    * Training starts by logging the world size and the effective batch, then
+      MMEngine's ``auto_scale_lr`` (its ``base_batch_size`` checked first).
     """
 
     def __init__(self, *args, custom_hooks=None, **kwargs) -> None:
@@ -59,6 +61,33 @@ class MMBalRunner(Runner):
         loop = super().build_test_loop(loop)
         check_num_classes(self.model, loop.dataloader.dataset, 'test_dataloader')
         return loop
+
+    def scale_lr(self, optim_wrapper, auto_scale_lr: Optional[dict] = None) -> None:
+        """Log the world size and the effective batch, then scale the lr as MMEngine does.
+
+        ``train()`` calls this once, after the optimizer is built. MMEngine scales by
+        ``batch_size x world size / base_batch_size``; gradient accumulation is not
+        counted, which a warning says when it is on.
+        """
+        batch = self.train_dataloader.batch_sampler.batch_size  # also with a batch_sampler
+        counts = getattr(optim_wrapper, '_accumulative_counts', 1)
+        self.logger.info(
+            f'world size {self.world_size}: effective batch {batch * self.world_size * counts} '
+            f'(train_dataloader.batch_size {batch} x {self.world_size} processes x '
+            f'optim_wrapper.accumulative_counts {counts})')
+        if auto_scale_lr and auto_scale_lr.get('enable', False):
+            base = auto_scale_lr.get('base_batch_size')
+            if isinstance(base, bool) or not isinstance(base, int) or base < 1:
+                raise ValueError(
+                    f'auto_scale_lr.base_batch_size must be a positive integer (the batch '
+                    f'size the lr was tuned for, on one process), got {base!r}; set it, e.g. '
+                    f'auto_scale_lr = dict(base_batch_size={batch}) '
+                    f'(config: {self.cfg.filename})')
+            if counts > 1:
+                self.logger.warning(
+                    f'auto_scale_lr scales the lr by batch_size x world size only (MMEngine), '
+                    f'not by optim_wrapper.accumulative_counts={counts}')
+        super().scale_lr(optim_wrapper, auto_scale_lr)
 
     def resume(self, filename: str, *args, **kwargs) -> None:
         with safe_checkpoint_loading():
