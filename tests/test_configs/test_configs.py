@@ -7,6 +7,7 @@ clear "not found" error naming the data root, and still build their model and ho
 import argparse
 import datetime
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from mmengine.registry import init_default_scope
 from mmbal.balance.teachers import UnimodalTeachers, default_teacher_model
 from mmbal.engine import BalanceTrainStep, StepContext, build_runner
 from mmbal.engine.runner.mmbal_runner import attach_balance_modules
-from mmbal.registry import DATASETS, HOOKS, METRICS, MODELS, PARAM_SCHEDULERS
+from mmbal.registry import DATASETS, HOOKS, METRICS, MODELS, PARAM_SCHEDULERS, VISUALIZERS
 from mmbal.utils import check_top_level_keys, merge_cfg_options
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +61,8 @@ def test_config_builds_and_runs_one_training_step(path):
     check_top_level_keys(cfg)
     assert cfg.default_scope == 'mmbal'
     assert cfg.train_cfg.type == 'BalanceTrainLoop'
+    # Shipped lrs are tuned on one process: --auto-scale-lr changes nothing there.
+    assert cfg.auto_scale_lr.base_batch_size == cfg.train_dataloader.batch_size
     data_cfg = cfg.train_dataloader.dataset
     data_cfg.indices = 4
     data_cfg.data_root = str(ROOT / data_cfg.data_root)
@@ -197,12 +200,21 @@ def probe_dist(cfg, ctx):
     return {'timeout': seen['timeout']}
 
 
+def probe_visualizer(cfg, ctx):
+    """The backends of the visualizer the config builds."""
+    visualizer = VISUALIZERS.build(dict(cfg.visualizer, name=f'probe-{uuid.uuid4()}',
+                                        save_dir=str(ctx['tmp_path'])))
+    return {'backends': [type(b).__name__ for b in visualizer._vis_backends.values()]}
+
+
 def opts(step):  # get_started.md's benchmark helper: DegradeImage at pipeline step `step`
     return [f'{s}_dataloader.dataset.pipeline.{step}.{k}' for s in SPLITS
             for k in ('noise_std=0.5', 'downscale=4')]
 
 
 GET_STARTED = 'docs/get_started.md'
+TENSORBOARD = ("visualizer.vis_backends=[dict(type='LocalVisBackend'),"
+               "dict(type='TensorboardVisBackend')]")
 ALL_VISUAL = {f'{s}.visual': CHANGED for s in SPLITS}
 ALL_AUDIO = {f'{s}.audio': CHANGED for s in SPLITS}
 # (id, [(file, text of the suggestion there)], config, options, probe, what must change)
@@ -274,6 +286,8 @@ DOCUMENTED = [
     ('dist-timeout', [(GET_STARTED, '--cfg-options env_cfg.dist_cfg.timeout=1800')], CONCAT,
      ['env_cfg.dist_cfg.timeout=1800'], probe_dist,
      {'timeout': datetime.timedelta(seconds=1800)}),
+    ('tensorboard', [(GET_STARTED, f'"{TENSORBOARD}"')], CONCAT, [TENSORBOARD], probe_visualizer,
+     {'backends': ['LocalVisBackend', 'TensorboardVisBackend']}),
 ]
 
 
