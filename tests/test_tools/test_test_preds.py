@@ -62,12 +62,15 @@ def test_analysis_tools_read_the_predictions(tested, capsys):
     assert sum(p['count'] for p in analysis['patterns']) == NUM
     assert analysis['accuracy'] == pytest.approx(preds['accuracy'])
     load_tool('analysis/confusion_matrix.py').main(
-        [str(tmp / 'preds.json'), '--out-dir', str(tmp / 'cm')])
+        [str(tmp / 'preds.json'), '--out-dir', str(tmp / 'cm'), '--include-values'])
     for output in preds['outputs']:
         assert (tmp / 'cm' / f'confusion_{output}.png').read_bytes()[:4] == b'\x89PNG'
     out = capsys.readouterr().out
-    assert f'preds.json: {NUM} samples; accuracy fused ' in out
+    assert f'preds.json: {NUM} samples; accuracy fused {preds["accuracy"]["fused"]:.2f}%' in out
     assert f'preds.json: {NUM} samples, 10 classes' in out
+    right = round(preds['accuracy']['visual'] * NUM / 100)
+    assert f'  visual: {preds["accuracy"]["visual"]:6.2f}% right ({right}/{NUM}) -> ' \
+        f'{tmp / "cm" / "confusion_visual.png"}' in out
 
 
 def test_out_item_preds_needs_a_json_out(capsys):

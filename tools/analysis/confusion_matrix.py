@@ -44,7 +44,7 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], title: str, path:
     """Save ``matrix`` as a PNG coloured by the share of each row."""
     rows = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
-    size = min(4 + 0.45 * len(classes), 40)
+    size = min(3 + 0.4 * len(classes), 40)
     fig = new_figure((size + 1.2, size), 'confusion_matrix.py')
     ax = fig.subplots()
     image = ax.imshow(share, cmap=cmap, vmin=0.0, vmax=1.0)
@@ -59,7 +59,7 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], title: str, path:
         for (i, j), count in np.ndenumerate(matrix):
             ax.text(j, i, str(count), ha='center', va='center', fontsize=7,
                     color='black' if share[i, j] > 0.5 else 'white')
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
