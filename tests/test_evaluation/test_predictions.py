@@ -79,6 +79,10 @@ def test_bad_outputs_are_errors_naming_the_sample(tmp_path):
                        'the dataset has 2'):
         dump(tmp_path / 'q.json', [samples(range(1))], classes=('x', 'y'))
     assert not (tmp_path / 'q.json').exists()
+    metric = MultimodalPredictions(out_file=str(tmp_path / 'r.json'))
+    metric.process({}, [{'pred_score': torch.zeros(3), 'gt_label': 3, 'sample_idx': 0}])
+    with pytest.raises(ValueError, match=r'labels \[3\] are not among the 3 classes'):
+        metric.evaluate(size=1)
 
 
 def write(path, doc):

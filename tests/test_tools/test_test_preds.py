@@ -29,9 +29,9 @@ def tested(tmp_path_factory, one_thread):
                tmp / 'init.pth')
     metrics = load_tool('test.py').main(
         [str(ROOT / CONFIG), str(tmp / 'init.pth'), '--work-dir', str(tmp / 'work'),
-         '--out', str(tmp / 'preds.json'), '--out-item', 'preds',
+         '--out', str(tmp / 'out' / 'preds.json'), '--out-item', 'preds',
          '--cfg-options', *OPTIONS, 'test_evaluator.classwise=True'])
-    return tmp, metrics, json.loads((tmp / 'preds.json').read_text())
+    return tmp / 'out', metrics, json.loads((tmp / 'out' / 'preds.json').read_text())
 
 
 def test_preds_hold_every_sample_and_agree_with_the_metrics(tested):

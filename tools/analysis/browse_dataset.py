@@ -120,7 +120,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         batch, samples = model_inputs(dataset, i, preprocessor)
         inputs = {m: x[0] for m, x in batch.items()}
         label, idx = int(samples['gt_label'][0]), int(samples['sample_idx'][0])
-        name = f' ({classes[label]})' if label < len(classes) and str(classes[label]) != str(label) else ''
+        named = label < len(classes) and str(classes[label]) != str(label)
+        name = f' ({classes[label]})' if named else ''
         path = osp.join(args.out_dir, f'{args.split}_{idx:06d}.png')
         draw_sample({m: panels(m, x, args.max_frames) for m, x in inputs.items()},
                     f'{args.split} sample {idx}: label {label}{name}', path)

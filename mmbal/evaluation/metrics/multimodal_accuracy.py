@@ -103,15 +103,18 @@ def macro_f1(gt: np.ndarray, pred: np.ndarray, labels: Sequence[int]) -> float:
 def class_names(dataset_meta: Mapping | None, gt: np.ndarray,
                 num_classes: int | None = None) -> list[str]:
     """The name of each class index: ``dataset_meta['classes']`` if it has them, else the
-    indices ``0 .. num_classes - 1`` (``num_classes`` defaults to the largest label + 1)."""
+    indices ``0 .. num_classes - 1`` (``num_classes`` defaults to the largest label + 1).
+
+    Raises:
+        ValueError: a label of ``gt`` is not one of these classes.
+    """
     classes = (dataset_meta or {}).get('classes')
     if classes is None:
         count = num_classes if num_classes is not None else int(gt.max()) + 1
-        return [str(c) for c in range(count)]
+        classes = range(count)
     bad = sorted(set(gt[(gt < 0) | (gt >= len(classes))].tolist()))
     if bad:
-        raise ValueError(f'labels {bad} have no name in dataset_meta["classes"] '
-                         f'({len(classes)} classes)')
+        raise ValueError(f'labels {bad} are not among the {len(classes)} classes')
     return [str(c) for c in classes]
 
 
@@ -227,9 +230,9 @@ class MultimodalAccuracy(BaseMetric):
             metrics[f'accuracy/{name}'] = float(100.0 * np.mean(pred == gt))
             metrics[f'f1/{name}'] = float(100.0 * macro_f1(gt, pred, labels))
         if self.classwise:
-            names = class_names(self.dataset_meta, gt, self.num_classes)
+            classes = class_names(self.dataset_meta, gt, self.num_classes)
             for name, pred in preds.items():
-                for cls, acc in class_accuracy(gt, pred, names).items():
+                for cls, acc in class_accuracy(gt, pred, classes).items():
                     metrics[f'class_accuracy/{name}/{cls}'] = acc
         return metrics
 
