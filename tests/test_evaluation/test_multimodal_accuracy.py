@@ -138,6 +138,34 @@ def test_stores_one_small_record_per_sample():
                                  'sample_idx': 1}
 
 
+
+def test_classwise_accuracy_is_off_by_default_and_per_class_when_on():
+    assert not any(k.startswith('class_accuracy/') for k in run_metric(make_samples(), 4))
+    metric = MultimodalAccuracy(classwise=True)
+    metric.dataset_meta = {'classes': ('zero', 'one', 'two')}
+    metric.process({}, make_samples())
+    res = metric.evaluate(size=len(GT))
+    # fused: 2/3, 2/3, 3/4 of each class right; visual never predicts class 2
+    assert {k: v for k, v in res.items() if k.startswith('class_accuracy/')} == pytest.approx({
+        'class_accuracy/fused/zero': 100 * 2 / 3, 'class_accuracy/fused/one': 100 * 2 / 3,
+        'class_accuracy/fused/two': 75.0,
+        'class_accuracy/audio/zero': 100.0, 'class_accuracy/audio/one': 100.0,
+        'class_accuracy/audio/two': 75.0,
+        'class_accuracy/visual/zero': 100 * 2 / 3, 'class_accuracy/visual/one': 100 / 3,
+        'class_accuracy/visual/two': 0.0})
+
+
+def test_classwise_names_indices_without_class_names_and_skips_absent_classes():
+    # class 1 of 3 has no sample: no accuracy, no key
+    samples = [{'pred_score': one_hot_scores(p), 'gt_label': g, 'sample_idx': i}
+               for i, (g, p) in enumerate([(0, 0), (2, 1), (2, 2)])]
+    res = run_metric(samples, batch_size=3, classwise=True, num_classes=3)
+    assert {k: v for k, v in res.items() if k.startswith('class_accuracy/')} == \
+        {'class_accuracy/fused/0': 100.0, 'class_accuracy/fused/2': 50.0}
+    with pytest.raises(TypeError, match="classwise must be True or False, got 'yes'"):
+        MultimodalAccuracy(classwise='yes')
+
+
 # ---- DDP ---------------------------------------------------------------------
 
 DDP_SIZE = 7  # odd, so DefaultSampler pads rank 1 with sample 0

@@ -1,4 +1,5 @@
 """Helpers for end-to-end runs of the tools on a small slice of AV-Digits."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -25,6 +26,15 @@ SMALL = [
     'randomness.seed=0', 'randomness.deterministic=True',
     'default_hooks.logger.interval=1', 'log_processor.window_size=1',
 ]
+
+
+def load_tool(path: str):
+    """Import a script of ``tools/`` from its path (``tools`` is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        'mmbal_tool_' + Path(path).stem, ROOT / 'tools' / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(args, **env):

@@ -1,4 +1,5 @@
 """Metrics of mmbal."""
 from .multimodal_accuracy import MultimodalAccuracy
+from .predictions import MultimodalPredictions, label_arrays, load_predictions
 
-__all__ = ['MultimodalAccuracy']
+__all__ = ['MultimodalAccuracy', 'MultimodalPredictions', 'load_predictions', 'label_arrays']

@@ -4,7 +4,7 @@ Measuring every branch next to the fused output is what exposes modality
 imbalance: a dominant modality drives the fused accuracy while the weak
 branch stays near chance.
 """
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,12 +26,53 @@ def _to_label(value: Any, what: str) -> int:
     return int(value)
 
 
-def _argmax(score: Any, what: str) -> int:
-    """Index of the largest score of a ``(C,)`` vector (first one on ties)."""
+def _score_vector(score: Any, what: str) -> torch.Tensor:
+    """``score`` as a detached ``(C,)`` tensor; any other shape is an error naming ``what``."""
     score = torch.as_tensor(score).detach()
     if score.dim() != 1 or score.numel() == 0:
         raise ValueError(f'{what} must have shape (C,), got {tuple(score.shape)}')
-    return int(score.argmax().item())
+    return score
+
+
+def read_sample(sample: Mapping, modalities: Sequence[str] | None
+                ) -> tuple[Any, int, dict[str, torch.Tensor]]:
+    """``(sample_idx, label, {output: (C,) scores})`` of one ``predict()`` result.
+
+    The outputs are ``'fused'`` (``pred_score``) then the modalities of
+    ``modality_scores``; each of ``modalities`` (if given) must be among them.
+    """
+    idx = sample.get('sample_idx')
+    where = f'sample {idx}' if idx is not None else 'a sample'
+    scores = sample.get('modality_scores') or {}
+    for name in modalities or ():
+        if name not in scores:
+            raise KeyError(f'modality "{name}" missing from modality_scores of {where} '
+                           f'(has {sorted(scores)})')
+    if FUSED in scores:
+        raise ValueError(f'"{FUSED}" is reserved for the fused prediction ({where})')
+    outputs = {FUSED: _score_vector(sample['pred_score'], f'pred_score of {where}')}
+    for name, score in scores.items():
+        outputs[name] = _score_vector(score, f'modality_scores["{name}"] of {where}')
+    return idx, _to_label(sample['gt_label'], f'gt_label of {where}'), outputs
+
+
+def modality_names(per_sample: Sequence[Collection[str]],
+                   declared: Sequence[str] | None) -> list[str]:
+    """The modalities of all samples (``per_sample``: each sample's names): ``declared``
+    first, then the others in the order found; one that only some samples carry is an error."""
+    found: list[str] = []
+    for names in per_sample:
+        for name in names:
+            if name not in found:
+                found.append(name)
+    for name in found:
+        lacking = sum(name not in names for names in per_sample)
+        if lacking:
+            raise KeyError(
+                f'modality "{name}" is missing from {lacking} of {len(per_sample)} samples')
+    if declared is not None:
+        return list(declared) + [n for n in found if n not in declared]
+    return found
 
 
 def macro_f1(gt: np.ndarray, pred: np.ndarray, labels: Sequence[int]) -> float:
@@ -59,6 +100,40 @@ def macro_f1(gt: np.ndarray, pred: np.ndarray, labels: Sequence[int]) -> float:
     return float(np.mean(scores))
 
 
+def class_names(dataset_meta: Mapping | None, gt: np.ndarray,
+                num_classes: int | None = None) -> list[str]:
+    """The name of each class index: ``dataset_meta['classes']`` if it has them, else the
+    indices ``0 .. num_classes - 1`` (``num_classes`` defaults to the largest label + 1).
+
+    Raises:
+        ValueError: a label of ``gt`` is not one of these classes.
+    """
+    classes = (dataset_meta or {}).get('classes')
+    if classes is None:
+        count = num_classes if num_classes is not None else int(gt.max()) + 1
+        classes = range(count)
+    bad = sorted(set(gt[(gt < 0) | (gt >= len(classes))].tolist()))
+    if bad:
+        raise ValueError(f'labels {bad} are not among the {len(classes)} classes')
+    return [str(c) for c in classes]
+
+
+def class_accuracy(gt: np.ndarray, pred: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Accuracy (percent) on the samples of each class that occurs in ``gt``.
+
+    Args:
+        gt (np.ndarray): True labels, shape (N,).
+        pred (np.ndarray): Predicted labels, shape (N,).
+        names (Sequence[str]): Name of each class index.
+
+    Returns:
+        dict[str, float]: Class name to accuracy, in class order; a class
+        without samples has no accuracy and no key.
+    """
+    return {names[c]: float(100.0 * np.mean(pred[gt == c] == c))
+            for c in range(len(names)) if np.any(gt == c)}
+
+
 @METRICS.register_module()
 class MultimodalAccuracy(BaseMetric):
     """Top-1 accuracy and macro-F1 (percent) of the fused and unimodal predictions.
@@ -70,6 +145,12 @@ class MultimodalAccuracy(BaseMetric):
     Macro-F1 averages over the classes present in the ground truth or in the
     predictions of that output; a class absent from both has no defined F1 and
     is left out (as sklearn does when ``labels`` lists only seen classes).
+
+    With ``classwise=True`` it also reports the accuracy on the samples of
+    each class, as ``class_accuracy/<output>/<class name>`` (class names from
+    the dataset's ``metainfo['classes']``, else the indices): one key per class
+    and output in the log, so it is off by default (e.g. turn it on for a test
+    run only, ``--cfg-options test_evaluator.classwise=True``).
 
     Args:
         num_classes (int | None): Number of classes. If given, every label and
@@ -84,6 +165,8 @@ class MultimodalAccuracy(BaseMetric):
             Defaults to None.
         collect_dir (str | None): Shared directory for cpu collection; if None,
             mmengine creates one under ``./.dist_test``. Defaults to None.
+        classwise (bool): Also report the accuracy of each class.
+            Defaults to False.
     """
 
     def __init__(self,
@@ -91,8 +174,12 @@ class MultimodalAccuracy(BaseMetric):
                  modalities: Sequence[str] | None = None,
                  collect_device: str = 'cpu',
                  prefix: str | None = None,
-                 collect_dir: str | None = None) -> None:
+                 collect_dir: str | None = None,
+                 classwise: bool = False) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
+        if not isinstance(classwise, bool):
+            raise TypeError(f'classwise must be True or False, got {classwise!r}')
+        self.classwise = classwise
         if num_classes is not None and num_classes < 1:
             raise ValueError(f'num_classes must be positive, got {num_classes}')
         if isinstance(modalities, str):
@@ -112,24 +199,11 @@ class MultimodalAccuracy(BaseMetric):
                 {modality: (C,)}, ``gt_label`` and ``sample_idx``.
         """
         for sample in data_samples:
-            idx = sample.get('sample_idx')
-            where = f'sample {idx}' if idx is not None else 'a sample'
-            scores = sample.get('modality_scores') or {}
-            if self.modalities is not None:
-                for name in self.modalities:
-                    if name not in scores:
-                        raise KeyError(
-                            f'modality "{name}" missing from modality_scores of {where} '
-                            f'(has {sorted(scores)})')
-            if FUSED in scores:
-                raise ValueError(f'"{FUSED}" is reserved for the fused prediction ({where})')
+            idx, gt, outputs = read_sample(sample, self.modalities)
             self.results.append({
-                'gt': _to_label(sample['gt_label'], f'gt_label of {where}'),
-                FUSED: _argmax(sample['pred_score'], f'pred_score of {where}'),
-                'modalities': {
-                    name: _argmax(score, f'modality_scores["{name}"] of {where}')
-                    for name, score in scores.items()
-                },
+                'gt': gt,
+                FUSED: int(outputs.pop(FUSED).argmax().item()),
+                'modalities': {name: int(s.argmax().item()) for name, s in outputs.items()},
                 'sample_idx': idx,
             })
 
@@ -144,7 +218,7 @@ class MultimodalAccuracy(BaseMetric):
         """
         if not results:
             raise ValueError('MultimodalAccuracy got no results to evaluate')
-        names = self._modality_names(results)
+        names = modality_names([r['modalities'] for r in results], self.modalities)
         gt = np.array([r['gt'] for r in results], dtype=np.int64)
         preds = {FUSED: np.array([r[FUSED] for r in results], dtype=np.int64)}
         for name in names:
@@ -155,23 +229,12 @@ class MultimodalAccuracy(BaseMetric):
             labels = self._labels(gt, pred, name)
             metrics[f'accuracy/{name}'] = float(100.0 * np.mean(pred == gt))
             metrics[f'f1/{name}'] = float(100.0 * macro_f1(gt, pred, labels))
+        if self.classwise:
+            classes = class_names(self.dataset_meta, gt, self.num_classes)
+            for name, pred in preds.items():
+                for cls, acc in class_accuracy(gt, pred, classes).items():
+                    metrics[f'class_accuracy/{name}/{cls}'] = acc
         return metrics
-
-    def _modality_names(self, results: list) -> list[str]:
-        """Modalities to report; refuse ones that only some samples carry."""
-        found: list[str] = []
-        for r in results:
-            for name in r['modalities']:
-                if name not in found:
-                    found.append(name)
-        for name in found:
-            lacking = sum(name not in r['modalities'] for r in results)
-            if lacking:
-                raise KeyError(
-                    f'modality "{name}" is missing from {lacking} of {len(results)} samples')
-        if self.modalities is not None:
-            return self.modalities + [n for n in found if n not in self.modalities]
-        return found
 
     def _labels(self, gt: np.ndarray, pred: np.ndarray, name: str) -> list[int]:
         """Classes seen in ``gt`` or ``pred``, checked against ``num_classes``."""
