@@ -175,7 +175,7 @@ def test_pce_reaches_only_the_slower_encoder_and_per_only_the_faster():
             assert touched == name.startswith(f'encoders.{reached}.'), (key, name)
 
 
-# --------------------------------------------------------------------------- through the hooks' wiring
+# --------------------------------------------------------------------------- before_train_epoch
 def test_before_train_epoch_reads_a_seeded_subset_of_the_training_split_and_resumes():
     cfg = Config.fromfile(str(ROOT / 'configs/_base_/datasets/avdigits.py'))
     cfg.train_dataloader.dataset.update(data_root=str(ROOT / 'data/avdigits'), indices=20)
