@@ -147,8 +147,8 @@ def _collate_fn(loader: Mapping) -> Callable:
 def build_split_loader(cfg: CfgLike, split: str = 'train',
                        pipeline: Union[str, Sequence[Union[dict, Callable]]] = 'eval',
                        batch_size: Optional[int] = None, num_workers: int = 0,
-                       rank: Optional[int] = None, world_size: Optional[int] = None
-                       ) -> DataLoader:
+                       rank: Optional[int] = None, world_size: Optional[int] = None,
+                       fraction: Optional[float] = None, seed: int = 0) -> DataLoader:
     """This rank's share of a split, in order, each sample on exactly one rank.
 
     The dataset is ``cfg.<split>_dataloader.dataset`` (``indices`` and every
@@ -168,6 +168,11 @@ def build_split_loader(cfg: CfgLike, split: str = 'train',
         batch_size: Default: the split loader's ``batch_size``.
         num_workers: Loader workers (0: in this process).
         rank, world_size: Override the process group's (for tests and tools).
+        fraction: Keep only a random ``round(fraction * N)`` of the split's ``N``
+            samples (at least one), drawn from ``seed`` alone, so every rank
+            draws the same subset and then takes its share of it (PMR's
+            prototype subset). None: the whole split.
+        seed: Seed of that draw.
 
     Returns:
         A ``DataLoader`` over a ``Subset`` of the dataset, collated with the
@@ -196,9 +201,27 @@ def build_split_loader(cfg: CfgLike, split: str = 'train',
     collate_fn = _collate_fn(collate_src)
     with _mmbal_scope():
         dataset = DATASETS.build(dataset_cfg)
-    return DataLoader(Subset(dataset, list(range(rank, len(dataset), world))),
+    indices = list(range(len(dataset)))
+    if fraction is not None:
+        indices = random_fraction(len(dataset), fraction, seed)
+    return DataLoader(Subset(dataset, indices[rank::world]),
                       batch_size=int(batch_size), shuffle=False, drop_last=False,
                       num_workers=int(num_workers), collate_fn=collate_fn)
+
+
+def random_fraction(size: int, fraction: float, seed: int) -> List[int]:
+    """Sorted ``max(1, round(fraction * size))`` indices of ``range(size)``, drawn from ``seed``.
+
+    A generator of its own: the global random states do not move, and every
+    process that passes the same ``seed`` gets the same indices.
+    """
+    if (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+            or not 0 < fraction <= 1):
+        raise ValueError(f'build_split_loader: fraction={fraction!r}; expected a number in '
+                         f'(0, 1]')
+    keep = min(size, max(1, int(round(fraction * size))))
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(int(seed)))
+    return sorted(order[:keep].tolist())
 
 
 # --- the pass -----------------------------------------------------------------------------------

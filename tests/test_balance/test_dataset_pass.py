@@ -2,6 +2,7 @@
 import copy
 import math
 import random
+import re
 from collections import OrderedDict
 from functools import partial
 from pathlib import Path
@@ -17,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mmbal.balance import build_split_loader, dataset_pass, eval_mode, mean_of, per_class_sums
+from mmbal.balance.dataset_pass import random_fraction
 from mmbal.models.data_preprocessors import MultimodalDataPreprocessor
 from mmbal.registry import DATASETS
 
@@ -177,6 +179,23 @@ def test_every_sample_exactly_once_across_ranks(world):
     assert shards[0] == list(range(0, 7, world))  # rank r: r, r + W, ... in order
     assert sorted(sum(shards, [])) == list(range(7))
     assert [len(s) for s in shards] == [len(range(r, 7, world)) for r in range(world)]
+
+
+def test_fraction_is_one_seeded_subset_shared_by_every_rank():
+    cfg = tiny_cfg(train_indices=9, batch_size=2)
+    whole = batches(build_split_loader(cfg, 'train', fraction=0.5, seed=4))[1].tolist()
+    assert len(whole) == 4 and whole == sorted(set(whole))  # round(0.5 * 9), in order
+    shards = [batches(build_split_loader(cfg, 'train', rank=r, world_size=2, fraction=0.5,
+                                         seed=4))[1].tolist() for r in range(2)]
+    assert shards == [whole[0::2], whole[1::2]]  # the same draw on every rank, then sharded
+    assert len({tuple(random_fraction(9, 0.5, s)) for s in range(6)}) > 1  # the seed decides
+    state = torch.get_rng_state()
+    assert random_fraction(9, 0.01, 0) != [] and len(random_fraction(9, 0.01, 0)) == 1
+    assert torch.equal(torch.get_rng_state(), state)  # the global random state did not move
+    for bad in (0, 1.5, True, '0.1'):
+        with pytest.raises(ValueError, match=re.escape(f'fraction={bad!r}; expected a number '
+                                                       f'in (0, 1]')):
+            random_fraction(9, bad, 0)
 
 
 def test_loader_named_errors():

@@ -83,6 +83,12 @@ def test_config_builds_and_runs_one_training_step(path):
             inputs = model.data_preprocessor(batch)['inputs']
             hook.prepare(model, {m: x[:1].expand(model.num_classes, *x.shape[1:])
                                  for m, x in inputs.items()})
+        if hasattr(hook, 'update_prototypes'):  # PMR: class means of the train split (the
+            # batch's own features here; tests/test_engine/test_pmr_hook.py runs the real pass)
+            with torch.no_grad():
+                feats = model.encode(model.data_preprocessor(batch)['inputs'])
+            hook.prototypes = {m: z[torch.arange(model.num_classes) % len(z)]
+                               for m, z in feats.items()}
     wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3))
     log = BalanceTrainStep(model, wrapper, hooks)(batch, StepContext(model=model))
     trained = [k for k in log if 'loss' in k]

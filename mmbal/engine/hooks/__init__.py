@@ -7,6 +7,7 @@ from .mla_hook import MLAHook
 from .mmpareto_hook import MMParetoHook
 from .ogm_ge_hook import OGMGEHook
 from .pdmp_hook import PDMPHook
+from .pmr_hook import PMRHook
 
 __all__ = ['BaseBalanceHook', 'PDMPHook', 'OGMGEHook', 'ARLHook', 'G2DHook', 'MMParetoHook',
-           'MLAHook', 'AIMHook', 'SafeCheckpointHook']
+           'MLAHook', 'AIMHook', 'PMRHook', 'SafeCheckpointHook']

@@ -1,5 +1,6 @@
 from .base_fusion import BaseFusion
 from .concat import ConcatFusion
+from .cosine import CosineFusion
 from .film import FiLMFusion
 from .gated import GatedFusion
 from .late import LateFusion
@@ -7,4 +8,4 @@ from .shared_head import SharedHeadFusion
 from .sum import SumFusion
 
 __all__ = ['BaseFusion', 'ConcatFusion', 'SumFusion', 'LateFusion', 'FiLMFusion', 'GatedFusion',
-           'SharedHeadFusion']
+           'SharedHeadFusion', 'CosineFusion']
