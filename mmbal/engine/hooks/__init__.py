@@ -1,3 +1,4 @@
+from .agm_hook import AGMHook
 from .aim_hook import AIMHook
 from .arl_hook import ARLHook
 from .base_balance_hook import BaseBalanceHook
@@ -9,4 +10,4 @@ from .ogm_ge_hook import OGMGEHook
 from .pdmp_hook import PDMPHook
 
 __all__ = ['BaseBalanceHook', 'PDMPHook', 'OGMGEHook', 'ARLHook', 'G2DHook', 'MMParetoHook',
-           'MLAHook', 'AIMHook', 'SafeCheckpointHook']
+           'MLAHook', 'AIMHook', 'AGMHook', 'SafeCheckpointHook']
