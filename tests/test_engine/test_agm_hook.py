@@ -125,7 +125,8 @@ def stub_pass(hook, phi_a, phi_v, labels, epoch=0):
     T = torch.tensor([phi_a], requires_grad=True) + torch.tensor([phi_v])
     hook.coalition_logits = lambda model, outputs: {
         AV: T, A: torch.tensor([phi_a]), V: torch.tensor([phi_v])}
-    model = SimpleNamespace(modalities=['audio', 'visual'], loss_module=torch.nn.CrossEntropyLoss())
+    model = SimpleNamespace(modalities=['audio', 'visual'],
+                            loss_module=torch.nn.CrossEntropyLoss())
     outputs = SimpleNamespace(fused_logits=T, gates={'audio': None, 'visual': None})
     return hook.after_forward(ctx_for(model, epoch=epoch), outputs,
                               {'gt_label': torch.tensor(labels)})
@@ -230,8 +231,9 @@ def oracle_grads(model, k, x, y):
     T = model.classify(model.encode(x))
     g = ((torch.softmax(T, 1) - F.one_hot(y, T.shape[1])) / len(y)).detach()
     model.eval()
-    PV = model.classify(model.encode({'audio': x['audio'], 'visual': torch.zeros_like(x['visual'])}))
-    PA = model.classify(model.encode({'audio': torch.zeros_like(x['audio']), 'visual': x['visual']}))
+    zeros = {m: torch.zeros_like(v) for m, v in x.items()}
+    PV = model.classify(model.encode({'audio': x['audio'], 'visual': zeros['visual']}))
+    PA = model.classify(model.encode({'audio': zeros['audio'], 'visual': x['visual']}))
     model.train()
     ka, kv = k
     ((ka + kv) / 2 * (T * g).sum() + (kv - ka) / 2 * (PA * g).sum()
@@ -332,14 +334,18 @@ def test_three_modalities_through_the_step():
 
 # --------------------------------------------------------------------------- bad input
 def test_bad_arguments_are_refused_naming_the_field():
-    for kwargs, match in ((dict(alpha=float('nan')), 'alpha=nan'),
-                          (dict(clamp=0.0), 'clamp=0.0'),
-                          (dict(modulation_starts=3, modulation_ends=2), 'modulation_ends=2'),
-                          (dict(mask='zeros'), "mask='zeros'"),
-                          (dict(clip_threshold=-1.0), 'clip_threshold=-1.0'),
-                          (dict(clip_max_norm=0.0), 'clip_max_norm=0.0')):
-        with pytest.raises(ValueError, match=f'AGMHook: {match}'):
+    for kwargs, message in (
+            (dict(alpha=float('nan')), 'AGMHook: alpha=nan; expected a finite number >= 0'),
+            (dict(clamp=0.0), 'AGMHook: clamp=0.0; expected a finite number > 0'),
+            (dict(modulation_starts=3, modulation_ends=2),
+             'AGMHook: modulation_ends=2; expected an integer >= 3'),
+            (dict(mask='zeros'), "AGMHook: mask='zeros'; expected one of ('input', 'feature')"),
+            (dict(clip_threshold=-1.0), 'AGMHook: clip_threshold=-1.0; expected a finite '
+                                        'number > 0'),
+            (dict(clip_max_norm=0.0), 'AGMHook: clip_max_norm=0.0; expected a finite number > 0')):
+        with pytest.raises(ValueError) as err:
             AGMHook(**kwargs)
+        assert message in str(err.value)
 
 
 def test_one_modality_and_a_classifier_without_weights_are_refused():

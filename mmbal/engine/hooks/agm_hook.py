@@ -243,7 +243,7 @@ class AGMHook(BaseBalanceHook):
                                                     or epoch <= self.modulation_ends)
 
     def coalition_logits(self, model, outputs) -> Dict[Coalition, torch.Tensor]:
-        """v(S) for every non-empty S: T for the full set, muted passes in eval mode for the rest."""
+        """v(S) of every non-empty S: T for the full set, eval-mode muted passes for the rest."""
         names = self.modalities
         values = {frozenset(names): outputs.fused_logits}
         if self.mask == 'input':
