@@ -1,3 +1,4 @@
+from .agm_hook import AGMHook
 from .aim_hook import AIMHook
 from .arl_hook import ARLHook
 from .base_balance_hook import BaseBalanceHook
@@ -10,4 +11,4 @@ from .pdmp_hook import PDMPHook
 from .pmr_hook import PMRHook
 
 __all__ = ['BaseBalanceHook', 'PDMPHook', 'OGMGEHook', 'ARLHook', 'G2DHook', 'MMParetoHook',
-           'MLAHook', 'AIMHook', 'PMRHook', 'SafeCheckpointHook']
+           'MLAHook', 'AIMHook', 'PMRHook', 'AGMHook', 'SafeCheckpointHook']
