@@ -6,6 +6,7 @@ from .checkpoint_files import (InvalidCheckpointError, atomic_write, check_resum
 from .config_check import check_top_level_keys
 from .config_vars import CONFIG_VARS, fill_num_classes, merge_cfg_options
 from .dist import DEFAULT_TIMEOUT, fill_dist_cfg, setup_cpu_distributed
+from .formatted_config import FormatOnceConfig
 from .safe_config import literal_config
 
 __all__ = ['checkpoint_safe_globals', 'drop_executable_meta', 'safe_checkpoint_loading',
@@ -13,4 +14,5 @@ __all__ = ['checkpoint_safe_globals', 'drop_executable_meta', 'safe_checkpoint_l
            'atomic_write', 'write_text_atomic', 'check_resumable', 'checkpoint_candidates',
            'read_last_checkpoint', 'remove_partial_files',
            'setup_cpu_distributed', 'fill_dist_cfg', 'DEFAULT_TIMEOUT', 'check_top_level_keys',
-           'CONFIG_VARS', 'merge_cfg_options', 'fill_num_classes', 'literal_config']
+           'CONFIG_VARS', 'merge_cfg_options', 'fill_num_classes', 'literal_config',
+           'FormatOnceConfig']
