@@ -56,7 +56,8 @@ def test_no_logged_window_prints_a_dash():
     run = dict(wall=1.0, cpu=1.0, iter_windows=[], test_accuracy=50.0)
     summary = e2e.summarize({'mmbal': [run], 'plain': [run]})
     assert summary['ratio']['iteration'] is None
-    assert e2e.markdown_table(summary).splitlines()[-1] == '| mmbal / plain | | 1.000 | 1.000 | - | |'
+    last = e2e.markdown_table(summary).splitlines()[-1]
+    assert last == '| mmbal / plain | | 1.000 | 1.000 | - | |'
 
 
 def test_arguments_defaults_and_errors(capsys):
@@ -79,7 +80,8 @@ def test_child_cpu_time_and_a_failing_child(tmp_path):
     timing = e2e.run_child(busy, 1, str(tmp_path / 'busy.log'))
     assert timing['cpu'] >= 0.2 and timing['wall'] >= 0.2
     with pytest.raises(RuntimeError, match=r'exited with 3; see .*fail\.log'):
-        e2e.run_child([sys.executable, '-S', '-c', 'raise SystemExit(3)'], 0, str(tmp_path / 'fail.log'))
+        e2e.run_child([sys.executable, '-S', '-c', 'raise SystemExit(3)'], 0,
+                      str(tmp_path / 'fail.log'))
 
 
 def test_mmbal_result_reads_the_test_record_and_the_train_windows(tmp_path):
