@@ -156,7 +156,11 @@ def accuracy(model: torch.nn.Module, loader: DataLoader) -> float:
 
 
 def window_means(iter_times: Sequence[float], window: int = LOG_WINDOW) -> List[float]:
-    """Mean of each full ``window`` of one epoch's iteration times (iterations 1-20, 21-40, ...)."""
+    """Mean of each full ``window`` of one epoch's iteration times (iterations 1-20, 21-40, ...);
+    for an epoch shorter than ``window``, the mean of the epoch (MMEngine's LoggerHook then
+    logs the epoch's last iteration instead)."""
+    if 0 < len(iter_times) < window:
+        return [sum(iter_times) / len(iter_times)]
     return [sum(iter_times[end - window:end]) / window
             for end in range(window, len(iter_times) + 1, window)]
 

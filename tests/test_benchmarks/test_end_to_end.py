@@ -97,7 +97,9 @@ def test_mmbal_result_reads_the_test_record_and_the_train_windows(tmp_path):
 
 def test_plain_windows_are_the_logged_ones():
     times = [float(i) for i in range(1, 46)]  # 45 iterations: windows 1-20 and 21-40
-    assert script('plain_avdigits').window_means(times) == [10.5, 30.5]
+    plain = script('plain_avdigits')
+    assert plain.window_means(times) == [10.5, 30.5]
+    assert plain.window_means([2.0, 4.0]) == [3.0]  # an epoch shorter than the window
 
 
 def test_plain_avdigits_samples_equal_the_mmbal_pipeline():
