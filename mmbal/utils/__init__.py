@@ -8,6 +8,7 @@ from .config_vars import CONFIG_VARS, fill_num_classes, merge_cfg_options
 from .dist import DEFAULT_TIMEOUT, fill_dist_cfg, setup_cpu_distributed, setup_slurm_env, \
     slurm_dist_env
 from .figures import new_figure
+from .formatted_config import FormatOnceConfig
 from .safe_config import literal_config
 from .samples import build_preprocessor, build_split_dataset, model_inputs
 from .vis_backends import check_vis_backends
@@ -19,4 +20,5 @@ __all__ = ['checkpoint_safe_globals', 'drop_executable_meta', 'safe_checkpoint_l
            'setup_cpu_distributed', 'setup_slurm_env', 'slurm_dist_env', 'fill_dist_cfg',
            'DEFAULT_TIMEOUT', 'check_top_level_keys', 'check_vis_backends',
            'CONFIG_VARS', 'merge_cfg_options', 'fill_num_classes', 'literal_config',
-           'new_figure', 'build_split_dataset', 'build_preprocessor', 'model_inputs']
+           'new_figure', 'build_split_dataset', 'build_preprocessor', 'model_inputs',
+           'FormatOnceConfig']

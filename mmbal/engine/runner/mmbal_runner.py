@@ -4,15 +4,16 @@ import os.path as osp
 import re
 from typing import List, Optional, Sequence, Tuple
 
+from mmengine.config import Config
 from mmengine.dist import barrier, is_main_process, master_only
 from mmengine.logging import print_log
 from mmengine.model import ModuleDict, is_model_wrapper
 from mmengine.runner import Runner
 
 from mmbal.registry import HOOKS, RUNNERS
-from mmbal.utils import (InvalidCheckpointError, atomic_write, check_resumable,
-                         check_state_dict_matches, checkpoint_candidates, drop_executable_meta,
-                         read_last_checkpoint, safe_checkpoint_loading)
+from mmbal.utils import (FormatOnceConfig, InvalidCheckpointError, atomic_write,
+                         check_resumable, check_state_dict_matches, checkpoint_candidates,
+                         drop_executable_meta, read_last_checkpoint, safe_checkpoint_loading)
 
 
 # What a resume from a checkpoint without these keys restarts from the config.
@@ -41,12 +42,23 @@ class MMBalRunner(Runner):
       newest valid checkpoint with a warning naming both.
     * Training starts by logging the world size and the effective batch, then
       MMEngine's ``auto_scale_lr`` (its ``base_batch_size`` checked first).
+    * ``cfg`` is a :class:`FormatOnceConfig`: the config text that the log, the
+      dumped config and every checkpoint's ``meta['cfg']`` hold is formatted by
+      yapf once, not at each of those uses.
     """
 
     def __init__(self, *args, custom_hooks=None, **kwargs) -> None:
         self._prebuilt_hooks = [_build_hook(h) for h in (custom_hooks or [])]
         super().__init__(*args, custom_hooks=self._prebuilt_hooks, **kwargs)
         self.load_strict = True
+
+    @property
+    def cfg(self) -> Config:
+        return self._cfg
+
+    @cfg.setter
+    def cfg(self, cfg: Config) -> None:
+        self._cfg = FormatOnceConfig.of(cfg)
 
     def wrap_model(self, model_wrapper_cfg, model):
         attach_balance_modules(model, self._prebuilt_hooks)
