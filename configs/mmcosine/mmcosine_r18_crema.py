@@ -10,5 +10,6 @@ _base_ = [
 model = dict(fusion=dict(_delete_=True, type='CosineFusion', num_classes=6, scale=10.0),
              head=None)
 train_dataloader = dict(batch_size=32)
+auto_scale_lr = dict(base_batch_size=32)  # the lr above is the reference code's at batch 32
 param_scheduler = [dict(type='StepLR', by_epoch=True, step_size=100, gamma=0.1)]
 train_cfg = dict(max_epochs=200)

@@ -152,6 +152,12 @@ def probe_classes(cfg, ctx):
             'test_evaluator': METRICS.build(cfg.test_evaluator).num_classes}
 
 
+def probe_evaluators(cfg, ctx):
+    """Whether the built evaluators report per-class accuracy."""
+    return {f'{s}_evaluator.classwise': METRICS.build(cfg[f'{s}_evaluator']).classwise
+            for s in ('val', 'test')}
+
+
 def probe_hooks(cfg, ctx):
     hooks = [HOOKS.build({k: v for k, v in h.items() if k != 'priority'})
              for h in cfg.get('custom_hooks', [])]
@@ -231,7 +237,8 @@ DOCUMENTED = [
      probe_data, {**ALL_VISUAL, **ALL_AUDIO}),
     ('degrade-comment', [('configs/_base_/datasets/avdigits.py', 'audio_degrade.snr_db=-5 or '
                           'visual_degrade.noise_std=0.5'),
-                         ('tools/train.py', 'num_classes=31 visual_degrade.noise_std=0.5')],
+                         ('tools/train.py', 'num_classes=31 visual_degrade.noise_std=0.5'),
+                         ('docs/analysis_tools.md', '--cfg-options visual_degrade.noise_std=0.5')],
      CONCAT, ['visual_degrade.noise_std=0.5'], probe_data, ALL_VISUAL),
     ('degrade-audio-only', [], 'configs/unimodal/audio-only_r18_avdigits.py',
      ['audio_degrade.snr_db=-5'], probe_data, ALL_AUDIO),
@@ -292,6 +299,10 @@ DOCUMENTED = [
     ('dist-timeout', [(GET_STARTED, '--cfg-options env_cfg.dist_cfg.timeout=1800')], CONCAT,
      ['env_cfg.dist_cfg.timeout=1800'], probe_dist,
      {'timeout': datetime.timedelta(seconds=1800)}),
+    ('classwise', [(GET_STARTED, '`--cfg-options test_evaluator.classwise=True`'),
+                   ('docs/analysis_tools.md', '`--cfg-options test_evaluator.classwise=True`')],
+     CONCAT, ['test_evaluator.classwise=True'], probe_evaluators,
+     {'test_evaluator.classwise': True}),
     ('tensorboard', [(GET_STARTED, f'"{TENSORBOARD}"')], CONCAT, [TENSORBOARD], probe_visualizer,
      {'backends': ['LocalVisBackend', 'TensorboardVisBackend']}),
 ]
@@ -328,7 +339,7 @@ def logical_lines(text: str):
 
 # Lines that name the flag without suggesting an override.
 SYNOPSIS = ('`--amp`, `--cfg-options`, `--data-root`', '[--cfg-options k=v ...]',
-            'every `--cfg-options` override')
+            'every `--cfg-options` override', "All take the config's `--cfg-options`")
 
 
 def test_every_suggested_override_is_tested():
