@@ -1,0 +1,88 @@
+"""The loader's fast paths give the bits of the plain code, and are faster than it.
+
+Speed checks compare the two paths on the same arrays in the same process (best of a few
+repeats), with a wide margin, so a loaded machine slows both alike.
+"""
+import time
+
+import numpy as np
+import pytest
+
+from mmbal.datasets.transforms import Normalize, RandomFlip
+from mmbal.datasets.transforms.processing import flip_frames
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def best_seconds(fn, repeats: int = 5, calls: int = 3) -> float:
+    fn()
+    best = float('inf')
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def every_level(channels: int, t: int = 2) -> np.ndarray:
+    """(t, 16, 16, channels) uint8 frames holding each of the 256 values in every channel."""
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    frames = np.stack([np.roll(levels, c) for c in range(channels)], axis=-1)
+    return np.stack([frames, frames[::-1]])[:t]
+
+
+def float_arithmetic(frames: np.ndarray, mean, std, to_float: bool) -> np.ndarray:
+    x = frames.astype(np.float32)
+    if to_float:
+        x /= np.float32(255.0)
+    x -= np.asarray(mean, dtype=np.float32)
+    x /= np.asarray(std, dtype=np.float32)
+    return x
+
+
+@pytest.mark.parametrize('channels,mean,std,to_float', [
+    (3, MEAN, STD, True),
+    (3, [123.675, 116.28, 103.53], [58.395, 57.12, 57.375], False),
+    (1, [0.5], [0.25], True),
+])
+def test_normalize_of_uint8_frames_has_the_bits_of_the_float_arithmetic(channels, mean, std,
+                                                                        to_float):
+    frames = every_level(channels)
+    t = Normalize(mean=mean, std=std, to_float=to_float)
+    out = t(dict(visual=frames))['visual']
+    ref = float_arithmetic(frames, mean, std, to_float)
+    assert out.dtype == np.float32 and out.shape == frames.shape and out.flags.c_contiguous
+    np.testing.assert_array_equal(out.view(np.uint32), ref.view(np.uint32))
+    # a cropped (non-contiguous) view and float frames give the same bits
+    view = frames[:, 3:11, 2:13]
+    np.testing.assert_array_equal(t(dict(visual=view))['visual'], ref[:, 3:11, 2:13])
+    np.testing.assert_array_equal(t(dict(visual=frames.astype(np.float32)))['visual'], ref)
+
+
+def test_normalize_of_uint8_frames_is_faster_than_the_float_arithmetic():
+    frames = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    t = Normalize(mean=MEAN, std=STD)
+    fast = best_seconds(lambda: t(dict(visual=frames)))
+    plain = best_seconds(lambda: float_arithmetic(frames, MEAN, STD, True))
+    assert fast * 2 < plain, (fast, plain)
+
+
+@pytest.mark.parametrize('dtype,channels', [(np.uint8, 3), (np.uint8, 1), (np.float32, 3),
+                                            (np.int64, 3)])
+@pytest.mark.parametrize('axis', [1, 2])
+def test_flip_frames_equals_numpy_flip(dtype, channels, axis):
+    frames = np.random.default_rng(1).integers(0, 256, (2, 5, 7, channels)).astype(dtype)
+    for source in (frames, frames[:, 1:4, 2:6]):  # contiguous and a cropped view
+        out = flip_frames(source, axis)
+        np.testing.assert_array_equal(out, np.flip(source, axis=axis))
+        assert out.dtype == dtype and out.flags.c_contiguous
+        assert not np.shares_memory(out, source)
+
+
+def test_random_flip_is_faster_than_numpy_flip():
+    frames = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    t = RandomFlip(prob=1.0)
+    fast = best_seconds(lambda: t(dict(visual=frames)))
+    plain = best_seconds(lambda: np.ascontiguousarray(np.flip(frames, axis=2)))
+    assert fast * 3 < plain, (fast, plain)
