@@ -4,12 +4,14 @@ Speed checks compare the two paths on the same arrays in the same process (best 
 repeats), with a wide margin, so a loaded machine slows both alike.
 """
 import time
+import zipfile
 
 import numpy as np
 import pytest
 
-from mmbal.datasets.transforms import Normalize, RandomFlip
+from mmbal.datasets.transforms import LoadAudioSpectrogram, Normalize, RandomFlip
 from mmbal.datasets.transforms.processing import flip_frames
+from mmbal.datasets.transforms.spectrogram import array_checksum, read_cache_entry
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -86,3 +88,77 @@ def test_random_flip_is_faster_than_numpy_flip():
     fast = best_seconds(lambda: t(dict(visual=frames)))
     plain = best_seconds(lambda: np.ascontiguousarray(np.flip(frames, axis=2)))
     assert fast * 3 < plain, (fast, plain)
+
+
+# -- spectrogram cache entries ------------------------------------------------------------------
+def ave_sized_entry(tmp_path, name: str = 'e.npz'):
+    """A cache entry as LoadAudioSpectrogram writes it, of an AVE/KS spectrogram's size."""
+    spec = np.random.default_rng(2).standard_normal((257, 1004)).astype(np.float32)
+    path = str(tmp_path / name)
+    LoadAudioSpectrogram._atomic_save(path, spec)
+    return path, spec
+
+
+@pytest.mark.parametrize('shape,dtype', [((257, 1004), np.float32), ((3, 5), np.float32),
+                                         ((), np.float64), ((7, ), np.uint8)])
+def test_array_checksum_sees_a_changed_word_and_moved_blocks(shape, dtype):
+    array = np.random.default_rng(3).standard_normal(shape).astype(dtype)
+    ref = array_checksum(array)
+    assert ref.dtype == np.uint64 and ref.shape == (2, )
+    np.testing.assert_array_equal(array_checksum(array.copy()), ref)
+    changed = array.copy().reshape(-1)
+    changed.view(np.uint8)[-1] ^= 1  # one bit of the last (padded) word
+    assert not np.array_equal(array_checksum(changed), ref)
+    if array.nbytes >= 2 * 4096:  # two 4 KiB blocks swapped: same words, other places
+        raw = array.copy().reshape(-1).view(np.uint8)
+        raw[:4096], raw[4096:8192] = raw[4096:8192].copy(), raw[:4096].copy()
+        assert array_checksum(raw)[0] == ref[0] and array_checksum(raw)[1] != ref[1]
+
+
+def test_cache_entry_reads_back_writeable_and_np_load_reads_it_too(tmp_path):
+    path, spec = ave_sized_entry(tmp_path)
+    out = read_cache_entry(path)
+    np.testing.assert_array_equal(out, spec)
+    assert out.dtype == np.float32 and out.flags.writeable and out.flags.aligned
+    with np.load(path, allow_pickle=False) as entry:  # a plain .npz (zip CRC-32 valid)
+        np.testing.assert_array_equal(entry['spec'], spec)
+        np.testing.assert_array_equal(entry['checksum'], array_checksum(spec))
+
+
+def test_cache_entry_that_is_not_one_we_wrote_is_refused_saying_why(tmp_path):
+    spec = np.ones((4, 6), np.float32)
+    cases = {
+        'old.npz': (lambda f: np.savez(f, spec=spec), r"members \['checksum.npy'\] are missing"),
+        'zipped.npz': (lambda f: np.savez_compressed(f, spec=spec, checksum=array_checksum(spec)),
+                       'is compressed'),
+        'objects.npz': (lambda f: np.savez(f, spec=spec, checksum=np.array([1], dtype=object)),
+                        'expected a C-ordered numeric array'),
+        'fortran.npz': (lambda f: np.savez(f, spec=np.asfortranarray(np.ones((4, 6))),
+                                           checksum=array_checksum(spec)), 'fortran_order=True'),
+    }
+    for name, (write, message) in cases.items():
+        with open(tmp_path / name, 'wb') as f:
+            write(f)
+        with pytest.raises(ValueError, match=message):
+            read_cache_entry(str(tmp_path / name))
+    path, _ = ave_sized_entry(tmp_path)
+    data = bytearray(open(path, 'rb').read())
+    data[len(data) // 2] ^= 0x40  # one bit of the stored array
+    open(path, 'wb').write(data)
+    with pytest.raises(ValueError, match='checksum mismatch'):
+        read_cache_entry(path)
+    open(path, 'wb').write(data[:len(data) // 2])  # cut short: the zip directory is gone
+    with pytest.raises(zipfile.BadZipFile):
+        read_cache_entry(path)
+
+
+def test_cache_entry_read_is_faster_than_np_load_with_crc(tmp_path):
+    path, _ = ave_sized_entry(tmp_path)
+
+    def np_load():
+        with np.load(path, allow_pickle=False) as entry:
+            return entry['spec']
+
+    fast = best_seconds(lambda: read_cache_entry(path))
+    plain = best_seconds(np_load)
+    assert fast * 1.5 < plain, (fast, plain)
