@@ -124,10 +124,6 @@ def build_layout(kind: str, root: Path, clips: int) -> None:
 
 
 # -- page cache -----------------------------------------------------------------------------------
-def layout_files(root: Path) -> list[str]:
-    return [str(p) for p in root.rglob('*') if p.is_file()]
-
-
 def drop_page_cache(paths: Iterable[str]) -> None:
     """Ask the kernel to drop these files' pages (dirty pages are written back first)."""
     for path in paths:
