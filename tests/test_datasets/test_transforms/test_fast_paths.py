@@ -3,6 +3,7 @@
 Speed checks compare the two paths on the same arrays in the same process (best of a few
 repeats), with a wide margin, so a loaded machine slows both alike.
 """
+import io
 import time
 import zipfile
 
@@ -141,6 +142,13 @@ def test_cache_entry_that_is_not_one_we_wrote_is_refused_saying_why(tmp_path):
             write(f)
         with pytest.raises(ValueError, match=message):
             read_cache_entry(str(tmp_path / name))
+    npy = io.BytesIO()
+    np.save(npy, spec)
+    with zipfile.ZipFile(tmp_path / 'short.npz', 'w') as archive:  # header says 96 data bytes
+        archive.writestr('spec.npy', npy.getvalue()[:-8])
+        archive.writestr('checksum.npy', npy.getvalue())
+    with pytest.raises(ValueError, match='does not hold the 96 bytes its header declares'):
+        read_cache_entry(str(tmp_path / 'short.npz'))
     path, _ = ave_sized_entry(tmp_path)
     data = bytearray(open(path, 'rb').read())
     data[len(data) // 2] ^= 0x40  # one bit of the stored array
