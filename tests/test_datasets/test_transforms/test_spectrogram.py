@@ -226,7 +226,7 @@ def test_unreadable_cache_entry_is_recomputed(tmp_path):
 
 
 def test_corrupt_cache_entry_of_full_size_is_recomputed_with_a_warning(tmp_path, monkeypatch):
-    """Bytes changed inside the stored array (size unchanged) fail the entry's CRC-32;
+    """Bytes changed inside the stored array (size unchanged) fail the entry's checksum;
     a bare .npy entry parsed the garbage as a spectrogram and used it."""
     path = write_wav(tmp_path / 'a.wav', 0.3 * chirp_noise(SR))
     cache = str(tmp_path / 'c')
@@ -243,7 +243,7 @@ def test_corrupt_cache_entry_of_full_size_is_recomputed_with_a_warning(tmp_path,
     out = t(dict(audio_path=path))['audio']
     assert (t.cache_hits, t.cache_misses) == (0, 1)
     np.testing.assert_array_equal(out, ref)
-    assert len(warnings) == 1 and entry in warnings[0] and 'CRC-32' in warnings[0]
+    assert len(warnings) == 1 and entry in warnings[0] and 'checksum mismatch' in warnings[0]
     # the entry was overwritten with the recomputed array and is hit again
     again = LoadAudioSpectrogram(preset='crema-d', cache_dir=cache)
     np.testing.assert_array_equal(again(dict(audio_path=path))['audio'], ref)
