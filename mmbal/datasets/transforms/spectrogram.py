@@ -31,15 +31,14 @@ import copy
 import hashlib
 import json
 import os
-import tempfile
-import threading
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from mmengine.logging import MMLogger
 
 from mmbal.registry import TRANSFORMS
+from ..npz_cache import (entry_path, file_content_hash, library_versions, read_npz_entry,
+                         save_npz_atomic, transform_params)
 from .base import MMBalTransform
 from .loading import LoadAudio
 
@@ -315,48 +314,7 @@ class ScipySpectrogram(MMBalTransform):
 
 # -- cache ----------------------------------------------------------------------
 
-_HASH_LOCK = threading.Lock()
-_CONTENT_HASHES: dict[tuple, str] = {}
-
-
-def file_content_hash(path: str) -> str:
-    """sha1 of a file's bytes, memoised per process on (real path, size, mtime_ns).
-
-    A file rewritten in place gets a new size or mtime and is hashed again.
-    """
-    stat = os.stat(path)
-    memo_key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
-    with _HASH_LOCK:
-        cached = _CONTENT_HASHES.get(memo_key)
-    if cached is not None:
-        return cached
-    digest = hashlib.sha1()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    value = digest.hexdigest()
-    with _HASH_LOCK:
-        _CONTENT_HASHES[memo_key] = value
-    return value
-
-
-def _public_params(obj: object) -> dict:
-    """Type name and public, non-callable attributes of a transform: what shapes its output.
-
-    Transforms here keep their constructor arguments as public attributes, so a
-    new argument enters the cache key without further code.
-    """
-    params = {k: v for k, v in vars(obj).items()
-              if not k.startswith('_') and not callable(v)}
-    return {'type': type(obj).__name__, **params}
-
-
-def _library_versions() -> dict:
-    """Versions of the libraries that resample and transform: an upgrade starts a fresh cache."""
-    import librosa
-    import scipy
-    return {'librosa': librosa.__version__, 'scipy': scipy.__version__,
-            'torch': torch.__version__}
+_LIBRARIES = ('librosa', 'scipy', 'torch')  # they resample and transform: an upgrade starts afresh
 
 
 PRESETS: dict[str, dict] = {
@@ -444,18 +402,30 @@ class LoadAudioSpectrogram(MMBalTransform):
                              "load['sample_rate'] (the cached entry must not depend "
                              "on each file's native rate)")
         self.cache_dir = cache_dir
-        self.cache_hits = 0
-        self.cache_misses = 0
+        # Counters are private (read through properties): they are not parameters, and the
+        # dataset's sample cache keys a transform by its public attributes.
+        self._cache_hits = 0
+        self._cache_misses = 0
+
+    @property
+    def cache_hits(self) -> int:
+        """Entries read from the cache by this object (in this process)."""
+        return self._cache_hits
+
+    @property
+    def cache_misses(self) -> int:
+        """Entries computed (and written) by this object (in this process)."""
+        return self._cache_misses
 
     def cache_key(self, results: dict) -> str:
         """Hex sha1 naming the cache entry of this sample."""
         parts: dict[str, Any] = {
             'version': self.CACHE_VERSION,
             'audio_sha1': file_content_hash(results['audio_path']),
-            'load': _public_params(self.loader),
-            'waveform_transforms': [_public_params(t) for t in self.waveform_transforms],
-            'spec': _public_params(self.spec),
-            'libraries': _library_versions(),
+            'load': transform_params(self.loader),
+            'waveform_transforms': [transform_params(t) for t in self.waveform_transforms],
+            'spec': transform_params(self.spec),
+            'libraries': library_versions(_LIBRARIES),
         }
         if self.waveform_transforms:
             parts['sample_idx'] = int(results['sample_idx'])
@@ -467,37 +437,7 @@ class LoadAudioSpectrogram(MMBalTransform):
         return [self.loader, *self.waveform_transforms, self.spec]
 
     def _cache_path(self, key: str) -> str:
-        return os.path.join(self.cache_dir, key[:2], f'{key}.npz')
-
-    @staticmethod
-    def _atomic_save(path: str, array: np.ndarray) -> None:
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.npz')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                np.savez(f, spec=array)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-
-    @staticmethod
-    def _read_entry(path: str) -> np.ndarray | None:
-        """The array of a cache entry, or None (with a warning) when it is unreadable.
-
-        Reading the member to its end checks its CRC-32 (``zipfile`` raises
-        ``BadZipFile`` on a mismatch), so corrupt bytes are never returned.
-        """
-        try:
-            with np.load(path, allow_pickle=False) as entry:
-                return np.asarray(entry['spec'])
-        except Exception as err:  # truncated, CRC mismatch, not an archive, no 'spec'
-            MMLogger.get_current_instance().warning(
-                f'LoadAudioSpectrogram: cache entry {path!r} is unreadable or corrupt '
-                f'({type(err).__name__}: {err}); recomputing and overwriting it')
-            return None
+        return entry_path(self.cache_dir, key)
 
     @property
     def _out_key(self) -> str:
@@ -523,15 +463,15 @@ class LoadAudioSpectrogram(MMBalTransform):
             raise FileNotFoundError(f"audio file not found: {results['audio_path']!r}")
         path = self._cache_path(self.cache_key(results))
         if os.path.exists(path):
-            spec = self._read_entry(path)
+            spec = read_npz_entry(path, 'LoadAudioSpectrogram', lambda entry: entry['spec'])
             if spec is not None:
-                self.cache_hits += 1
+                self._cache_hits += 1
                 results[self._out_key] = spec
                 results['audio_sample_rate'] = self.loader.sample_rate
                 return results
-        self.cache_misses += 1
+        self._cache_misses += 1
         results = self._compute(results)
-        self._atomic_save(path, results[self._out_key])
+        save_npz_atomic(path, dict(spec=results[self._out_key]))
         return results
 
     def __repr__(self) -> str:
