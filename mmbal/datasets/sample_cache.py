@@ -284,7 +284,7 @@ class SampleCache:
 
     def describe(self, pipeline: Any) -> str:
         """Which steps are cached and which run on every fetch, for a log line."""
-        names = [type(s).__name__ for s in pipeline_steps(pipeline)]
+        names = [getattr(s, '__qualname__', type(s).__name__) for s in pipeline_steps(pipeline)]
         n = max(cached_steps(pipeline), 0)
         return f'caches the output of {names[:n]}; runs {names[n:]} on every fetch'
 
@@ -392,7 +392,14 @@ class SampleCache:
             self._memory_bytes += size
             return
         blob = pack(dict(version=self.VERSION, key=key, results=tree), arrays)
-        save_npz_atomic(entry_path(self.cache_dir, key), dict(sample=blob))
+        path = entry_path(self.cache_dir, key)
+        try:
+            save_npz_atomic(path, dict(sample=blob))
+        except OSError as err:  # a full disk, a read-only folder: say which cache to fix
+            raise OSError(f'{self.owner}: cannot write the sample cache entry {path!r} '
+                          f'({type(err).__name__}: {err}); free space in or fix the '
+                          f'permissions of sample_cache.cache_dir={self.cache_dir!r}, or set '
+                          f"sample_cache=dict(mode='off')") from err
 
 
 __all__ = ['CACHE_MODES', 'DEFAULT_MAX_MEMORY_MB', 'LIBRARIES', 'SampleCache',

@@ -197,6 +197,16 @@ def probe_dist(cfg, ctx):
     return {'timeout': seen['timeout']}
 
 
+def probe_cache(cfg, ctx):
+    """The sample cache mode of each split's built dataset."""
+    out = {}
+    for split in SPLITS:
+        dataset_cfg = cfg[f'{split}_dataloader'].dataset
+        dataset_cfg.data_root = str(ROOT / dataset_cfg.data_root)
+        out[f'{split}.sample_cache'] = DATASETS.build(dataset_cfg).sample_cache.mode
+    return out
+
+
 def opts(step):  # get_started.md's benchmark helper: DegradeImage at pipeline step `step`
     return [f'{s}_dataloader.dataset.pipeline.{step}.{k}' for s in SPLITS
             for k in ('noise_std=0.5', 'downscale=4')]
@@ -274,6 +284,10 @@ DOCUMENTED = [
     ('dist-timeout', [(GET_STARTED, '--cfg-options env_cfg.dist_cfg.timeout=1800')], CONCAT,
      ['env_cfg.dist_cfg.timeout=1800'], probe_dist,
      {'timeout': datetime.timedelta(seconds=1800)}),
+    ('sample-cache-off', [('docs/datasets.md', '--cfg-options train_dataloader.dataset.'
+                                               'sample_cache.mode=off')], CONCAT,
+     [f'{s}_dataloader.dataset.sample_cache.mode=off' for s in SPLITS], probe_cache,
+     {f'{s}.sample_cache': 'off' for s in SPLITS}),
 ]
 
 

@@ -200,9 +200,9 @@ def test_a_cached_output_is_not_changed_by_the_steps_after_it(data_root):
     ds = dataset(data_root, modalities=('visual', ), mode='memory', pipeline=[
         dict(type='Normalize', mean=[0.0], std=[1.0]), Scale(),
         dict(type='PackMultimodalInputs', modalities=('visual', ))])
-    first, second = ds[0], ds[0]
-    assert ds.sample_cache.hits == 1
-    assert torch.equal(first['inputs']['visual'], second['inputs']['visual'])
+    fetched = [ds[0]['inputs']['visual'] for _ in range(3)]
+    assert ds.sample_cache.hits == 2
+    assert torch.equal(fetched[0], fetched[1]) and torch.equal(fetched[0], fetched[2])
 
 
 # -- keys ----------------------------------------------------------------------------------
@@ -281,6 +281,18 @@ def test_a_corrupt_entry_is_warned_about_and_recomputed(data_root, tmp_path, mon
     assert len(found) == 1 and path in found[0] and 'corrupt' in found[0]
     assert_same(again[0], reference[0])  # rewritten: a hit now
     assert again.sample_cache.hits == 1 and len(found) == 1
+
+
+def test_an_entry_that_cannot_be_written_names_the_cache(data_root, tmp_path, monkeypatch):
+    def full_disk(path, arrays):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(sample_cache_module, 'save_npz_atomic', full_disk)
+    ds = dataset(data_root, mode='disk', cache_dir=str(tmp_path / 'c'))
+    with pytest.raises(OSError, match=r"AVDigitsDataset: cannot write the sample cache entry "
+                                      r"'.*\.npz' \(OSError: .*No space left on device\); "
+                                      r"free space in .*cache_dir='.*c'"):
+        ds[0]
 
 
 # -- modes and limits ----------------------------------------------------------------------
