@@ -1,6 +1,5 @@
 """The dataset-level sample cache: what it caches, its keys, its disk entries, its config."""
 import csv
-import os
 import shutil
 from pathlib import Path
 
@@ -134,7 +133,7 @@ def test_cached_and_uncached_training_see_the_same_batches_and_losses(data_root,
             for batch in DataLoader(ds, batch_size=3, collate_fn=default_collate):
                 seen.append(batch)
                 log = model.train_step(batch, wrapper)
-                losses.append(float(log['loss']))
+                losses.append(float(log['loss'].detach()))
         return ds, seen, losses
 
     cache = dict(mode=mode, cache_dir=str(tmp_path / 'c') if mode == 'disk' else None)
