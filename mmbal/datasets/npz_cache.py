@@ -127,7 +127,7 @@ def entry_path(cache_dir: str, key: str) -> str:
 
 
 def save_npz_atomic(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``arrays`` as an uncompressed ``.npz`` at ``path`` (a temp file, then ``os.replace``)."""
+    """Write ``arrays`` as an uncompressed ``.npz`` at ``path`` (temp file, ``os.replace``)."""
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.npz')
