@@ -5,7 +5,9 @@ plus one entry per *requested* modality (e.g. ``audio_path``, ``visual``). This
 base adds what MMEngine's :class:`~mmengine.dataset.BaseDataset` leaves to each
 subclass: checking the requested modalities, checking the data root exists,
 and checking labels, all with messages that say what was expected. Nothing is
-silently dropped: a bad row is an error, not a skipped sample.
+silently dropped: a bad row is an error, not a skipped sample. It also runs the
+pipeline through a :class:`~mmbal.datasets.sample_cache.SampleCache`, which keeps
+the output of the pipeline's deterministic first steps across epochs.
 """
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ from numbers import Integral
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 from mmengine.dataset import BaseDataset
+from mmengine.logging import print_log
+
+from .sample_cache import SampleCache, cached_steps
 
 
 class MultimodalDataset(BaseDataset):
@@ -28,6 +33,10 @@ class MultimodalDataset(BaseDataset):
     Args:
         modalities: Modalities to load, in config order; each must be in
             ``AVAILABLE_MODALITIES``.
+        sample_cache: ``dict(mode='auto'|'memory'|'disk'|'off', cache_dir=None,
+            max_memory_mb=1024)``: how the output of the pipeline's deterministic
+            first steps is kept across epochs (:mod:`mmbal.datasets.sample_cache`).
+            None: the defaults (``'auto'``); ``dict(mode='off')`` switches it off.
         ann_file, metainfo, data_root, data_prefix, pipeline, test_mode,
         lazy_init, serialize_data, **kwargs: As in MMEngine's ``BaseDataset``.
     """
@@ -47,8 +56,10 @@ class MultimodalDataset(BaseDataset):
                  test_mode: bool = False,
                  lazy_init: bool = False,
                  serialize_data: bool = True,
+                 sample_cache: Mapping | None = None,
                  **kwargs: Any) -> None:
         self._modalities = self._check_modalities(modalities)
+        self.sample_cache = SampleCache.from_config(sample_cache, type(self).__name__)
         super().__init__(
             ann_file=ann_file,
             metainfo=metainfo,
@@ -59,6 +70,10 @@ class MultimodalDataset(BaseDataset):
             lazy_init=lazy_init,
             serialize_data=serialize_data,
             **kwargs)
+        if self.sample_cache.mode != 'off' and cached_steps(self.pipeline) > 0:
+            where = f', {self.sample_cache.cache_dir}' if self.sample_cache.cache_dir else ''
+            print_log(f'{type(self).__name__}: sample cache ({self.sample_cache.mode}{where}) '
+                      f'{self.sample_cache.describe(self.pipeline)}', logger='current')
 
     # ------------------------------------------------------------------ checks
     @classmethod
@@ -165,6 +180,10 @@ class MultimodalDataset(BaseDataset):
             return
         self._check_paths()
         super().full_init()
+
+    def prepare_data(self, idx: int) -> Any:
+        """The pipeline's output for sample ``idx``, its deterministic prefix from the cache."""
+        return self.sample_cache(self.get_data_info(idx), self.pipeline)
 
     def filter_data(self) -> list[dict]:
         """Validate every sample (BaseDataset calls this right after loading);

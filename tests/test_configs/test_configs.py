@@ -219,6 +219,16 @@ def probe_visualizer(cfg, ctx):
     return {'backends': [type(b).__name__ for b in visualizer._vis_backends.values()]}
 
 
+def probe_cache(cfg, ctx):
+    """The sample cache mode of each split's built dataset."""
+    out = {}
+    for split in SPLITS:
+        dataset_cfg = cfg[f'{split}_dataloader'].dataset
+        dataset_cfg.data_root = str(ROOT / dataset_cfg.data_root)
+        out[f'{split}.sample_cache'] = DATASETS.build(dataset_cfg).sample_cache.mode
+    return out
+
+
 def opts(step):  # get_started.md's benchmark helper: DegradeImage at pipeline step `step`
     return [f'{s}_dataloader.dataset.pipeline.{step}.{k}' for s in SPLITS
             for k in ('noise_std=0.5', 'downscale=4')]
@@ -288,7 +298,8 @@ DOCUMENTED = [
      'configs/g2d/g2d_r18_avdigits.py', ['train_cfg.max_epochs=3'], probe_runner,
      {'max_epochs': 3}),
     ('seed-epochs', [('tools/train.py', 'e.g. randomness.seed=1 train_cfg.max_epochs=2'),
-                     ('docs/protocol.md', '--cfg-options randomness.seed=K')],
+                     ('docs/protocol.md', '--cfg-options randomness.seed=K'),
+                     ('docs/datasets.md', '--cfg-options train_cfg.max_epochs=2')],
      CONCAT, ['randomness.seed=1', 'train_cfg.max_epochs=2'], probe_runner,
      {'seed': 1, 'max_epochs': 2}),
     ('batch-size', [(GET_STARTED, '(`train_dataloader.batch_size=32`)')], CONCAT,
@@ -305,6 +316,10 @@ DOCUMENTED = [
      {'test_evaluator.classwise': True}),
     ('tensorboard', [(GET_STARTED, f'"{TENSORBOARD}"')], CONCAT, [TENSORBOARD], probe_visualizer,
      {'backends': ['LocalVisBackend', 'TensorboardVisBackend']}),
+    ('sample-cache-off', [('docs/datasets.md', '--cfg-options train_dataloader.dataset.'
+                                               'sample_cache.mode=off')], CONCAT,
+     [f'{s}_dataloader.dataset.sample_cache.mode=off' for s in SPLITS], probe_cache,
+     {f'{s}.sample_cache': 'off' for s in SPLITS}),
 ]
 
 

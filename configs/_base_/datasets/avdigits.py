@@ -23,6 +23,18 @@ pipeline = [
 ]
 
 
+# The whole pipeline above is deterministic (the degradations are seeded per sample), so the
+# sample cache keeps each sample's output of every step but the packing after its first
+# fetch; docs/datasets.md#sample-cache says how to switch it off. mode='memory' (not 'auto',
+# which caches in memory only without loader workers): each of the 2 persistent workers
+# keeps its own copy (~125 MB for train, ~35 MB for val, per worker).
+sample_cache = dict(mode='memory')
+
+
+# num_workers=2 with the cache: measured on the 2-core machine (OMP_NUM_THREADS=1, 2 epochs,
+# medians of 3 runs, shared machine): 36 s, against 43 s without the cache (2 workers) and
+# 47 s with the cache and num_workers=0 (the loading of epoch 1 then runs in series with
+# training, and training leaves the second core idle).
 def _loader(split, shuffle):
     return dict(
         batch_size=64,
@@ -31,7 +43,7 @@ def _loader(split, shuffle):
         sampler=dict(type='DefaultSampler', shuffle=shuffle),
         collate_fn=dict(type='default_collate'),
         dataset=dict(type=dataset_type, data_root=data_root, split=split,
-                     modalities=modalities, pipeline=pipeline))
+                     modalities=modalities, pipeline=pipeline, sample_cache=sample_cache))
 
 
 train_dataloader = _loader('train', True)

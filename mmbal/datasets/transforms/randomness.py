@@ -1,9 +1,10 @@
 """Which transforms of a pipeline draw fresh randomness, read from what they declare.
 
 Any cache of pipeline outputs needs this: a cached result is valid only while
-every transform that produced it is deterministic. Users today: the G2D/UMT
-teacher cache (:func:`mmbal.balance.teachers.check_cacheable`); meant also for
-a cache of a pipeline's deterministic prefix (:func:`deterministic_prefix`).
+every transform that produced it is deterministic. Users: the G2D/UMT teacher
+cache (:func:`mmbal.balance.teachers.check_cacheable`) and the datasets' sample
+cache of a pipeline's deterministic prefix (:mod:`mmbal.datasets.sample_cache`,
+through :func:`deterministic_prefix`).
 
 Decisions come from declarations, never from class or parameter names. For one
 transform, in order:

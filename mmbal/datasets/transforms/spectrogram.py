@@ -31,18 +31,14 @@ import copy
 import hashlib
 import json
 import os
-import struct
-import tempfile
-import threading
-import zipfile
-from typing import Any, BinaryIO, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-from mmengine.logging import MMLogger
-from numpy.lib import format as npy_format
 
 from mmbal.registry import TRANSFORMS
+from ..npz_cache import (entry_path, file_content_hash, library_versions, read_npz_entry,
+                         save_npz_atomic, transform_params)
 from .base import MMBalTransform
 from .loading import LoadAudio
 
@@ -318,122 +314,7 @@ class ScipySpectrogram(MMBalTransform):
 
 # -- cache ----------------------------------------------------------------------
 
-_HASH_LOCK = threading.Lock()
-_CONTENT_HASHES: dict[tuple, str] = {}
-
-
-def file_content_hash(path: str) -> str:
-    """sha1 of a file's bytes, memoised per process on (real path, size, mtime_ns).
-
-    A file rewritten in place gets a new size or mtime and is hashed again.
-    """
-    stat = os.stat(path)
-    memo_key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
-    with _HASH_LOCK:
-        cached = _CONTENT_HASHES.get(memo_key)
-    if cached is not None:
-        return cached
-    digest = hashlib.sha1()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    value = digest.hexdigest()
-    with _HASH_LOCK:
-        _CONTENT_HASHES[memo_key] = value
-    return value
-
-
-def _public_params(obj: object) -> dict:
-    """Type name and public, non-callable attributes of a transform: what shapes its output.
-
-    Transforms here keep their constructor arguments as public attributes, so a
-    new argument enters the cache key without further code.
-    """
-    params = {k: v for k, v in vars(obj).items()
-              if not k.startswith('_') and not callable(v)}
-    return {'type': type(obj).__name__, **params}
-
-
-def _library_versions() -> dict:
-    """Versions of the libraries that resample and transform: an upgrade starts a fresh cache."""
-    import librosa
-    import scipy
-    return {'librosa': librosa.__version__, 'scipy': scipy.__version__,
-            'torch': torch.__version__}
-
-
-def array_checksum(array: np.ndarray) -> np.ndarray:
-    """Two 64-bit sums over the bytes of ``array`` read as little-endian 8-byte words:
-    of all words, and of the 4 KiB blocks' sums weighted by block number.
-
-    Any change confined to one block changes the first sum unless its word changes add up
-    to a multiple of 2**64; blocks moved around change the second. On a 1 MB spectrogram it
-    costs ~0.05 ms where CRC-32 costs ~0.5 ms (the whole rest of a cache hit ~0.2 ms).
-    """
-    data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-    if data.size % 8:
-        data = np.concatenate([data, np.zeros(-data.size % 8, np.uint8)])
-    words = data.view('<u8')
-    full = words.size - words.size % 512
-    sums = np.append(words[:full].reshape(-1, 512).sum(axis=1, dtype=np.uint64),
-                     words[full:].sum(dtype=np.uint64))
-    weights = np.arange(1, sums.size + 1, dtype=np.uint64)
-    return np.array([sums.sum(dtype=np.uint64), (sums * weights).sum(dtype=np.uint64)])
-
-
-_LOCAL_HEADER = struct.Struct('<4s22xHH')  # zip local file header: signature .. name/extra lengths
-
-
-def _read_stored_npy(f: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray:
-    """The array of an uncompressed ``.npy`` member of the zip ``f``, read into its own buffer
-    (no pickles: an object dtype is refused)."""
-    name = info.filename
-    if info.compress_type != zipfile.ZIP_STORED:
-        raise ValueError(f'member {name!r} is compressed; expected it stored')
-    f.seek(info.header_offset)
-    head = f.read(_LOCAL_HEADER.size)
-    if len(head) != _LOCAL_HEADER.size or head[:4] != b'PK\x03\x04':
-        raise ValueError(f'member {name!r} has no local file header')
-    _, name_len, extra_len = _LOCAL_HEADER.unpack(head)
-    f.seek(name_len + extra_len, os.SEEK_CUR)
-    end = f.tell() + info.file_size
-    version = npy_format.read_magic(f)
-    if version == (1, 0):
-        shape, fortran, dtype = npy_format.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, fortran, dtype = npy_format.read_array_header_2_0(f)
-    else:
-        raise ValueError(f'member {name!r} is .npy format {version}; expected 1.0 or 2.0')
-    if dtype.hasobject or fortran:
-        raise ValueError(f'member {name!r} holds a {dtype} array (fortran_order={fortran}); '
-                         'expected a C-ordered numeric array')
-    array = np.empty(shape, dtype=dtype)
-    if end - f.tell() != array.nbytes or f.readinto(array.reshape(-1).view(np.uint8)) \
-            != array.nbytes:
-        raise ValueError(f'member {name!r} does not hold the {array.nbytes} bytes its header '
-                         f'declares ({shape}, {dtype})')
-    return array
-
-
-def read_cache_entry(path: str) -> np.ndarray:
-    """The ``spec`` array of a cache entry after its :func:`array_checksum` is verified.
-
-    An entry is an uncompressed ``.npz`` holding ``spec`` and ``checksum`` (so ``np.load``
-    reads it too). Only the zip directory, the two headers and the array bytes are read:
-    the array lands in its final buffer. Raises ``ValueError`` (or ``zipfile.BadZipFile``)
-    saying what is wrong with an entry that is not a complete, unchanged one.
-    """
-    with open(path, 'rb') as f:
-        with zipfile.ZipFile(f) as archive:  # the central directory only
-            members = {info.filename: info for info in archive.infolist()}
-        missing = [m for m in ('spec.npy', 'checksum.npy') if m not in members]
-        if missing:
-            raise ValueError(f'members {missing} are missing (has {sorted(members)})')
-        spec = _read_stored_npy(f, members['spec.npy'])
-        stored = _read_stored_npy(f, members['checksum.npy'])
-    if not np.array_equal(stored, array_checksum(spec)):
-        raise ValueError('checksum mismatch: the stored array differs from the one written')
-    return spec
+_LIBRARIES = ('librosa', 'scipy', 'torch')  # they resample and transform: an upgrade starts afresh
 
 
 PRESETS: dict[str, dict] = {
@@ -461,10 +342,10 @@ class LoadAudioSpectrogram(MMBalTransform):
     (e.g. :class:`AddNoiseSNR` is seeded per sample). Entries are
     ``cache_dir/<key[:2]>/<key>.npz`` (one array ``spec``, stored uncompressed),
     written to a temp file and ``os.replace``-d, so concurrent dataloader workers
-    never read a partial file. Each entry also stores the :func:`array_checksum` of the
-    array (cheaper than the zip's CRC-32, which the fast reader skips), checked on every
-    read: an entry that is truncated or corrupt (e.g. bytes changed on disk) is logged as
-    a warning naming the file, recomputed and overwritten. Waveform transforms
+    never read a partial file. Each entry also stores a 64-bit checksum of the array
+    (:func:`mmbal.datasets.npz_cache.array_checksum`), checked on every read: an
+    entry that is truncated or corrupt (e.g. bytes changed on disk) is logged as a
+    warning naming the file, recomputed and overwritten. Waveform transforms
     must be deterministic given ``(waveform, sample_idx)``; random augmentations
     belong after this transform (on the spectrogram) or in an uncached pipeline.
 
@@ -522,18 +403,30 @@ class LoadAudioSpectrogram(MMBalTransform):
                              "load['sample_rate'] (the cached entry must not depend "
                              "on each file's native rate)")
         self.cache_dir = cache_dir
-        self.cache_hits = 0
-        self.cache_misses = 0
+        # Counters are private (read through properties): they are not parameters, and the
+        # dataset's sample cache keys a transform by its public attributes.
+        self._cache_hits = 0
+        self._cache_misses = 0
+
+    @property
+    def cache_hits(self) -> int:
+        """Entries read from the cache by this object (in this process)."""
+        return self._cache_hits
+
+    @property
+    def cache_misses(self) -> int:
+        """Entries computed (and written) by this object (in this process)."""
+        return self._cache_misses
 
     def cache_key(self, results: dict) -> str:
         """Hex sha1 naming the cache entry of this sample."""
         parts: dict[str, Any] = {
             'version': self.CACHE_VERSION,
             'audio_sha1': file_content_hash(results['audio_path']),
-            'load': _public_params(self.loader),
-            'waveform_transforms': [_public_params(t) for t in self.waveform_transforms],
-            'spec': _public_params(self.spec),
-            'libraries': _library_versions(),
+            'load': transform_params(self.loader),
+            'waveform_transforms': [transform_params(t) for t in self.waveform_transforms],
+            'spec': transform_params(self.spec),
+            'libraries': library_versions(_LIBRARIES),
         }
         if self.waveform_transforms:
             parts['sample_idx'] = int(results['sample_idx'])
@@ -545,33 +438,7 @@ class LoadAudioSpectrogram(MMBalTransform):
         return [self.loader, *self.waveform_transforms, self.spec]
 
     def _cache_path(self, key: str) -> str:
-        return os.path.join(self.cache_dir, key[:2], f'{key}.npz')
-
-    @staticmethod
-    def _atomic_save(path: str, array: np.ndarray) -> None:
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.npz')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                np.savez(f, spec=array, checksum=array_checksum(array))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-
-    @staticmethod
-    def _read_entry(path: str) -> np.ndarray | None:
-        """The array of a cache entry, or None (with a warning) when it is unreadable or its
-        checksum fails, so corrupt bytes are never returned."""
-        try:
-            return read_cache_entry(path)
-        except Exception as err:  # truncated, checksum mismatch, not an archive, no 'spec'
-            MMLogger.get_current_instance().warning(
-                f'LoadAudioSpectrogram: cache entry {path!r} is unreadable or corrupt '
-                f'({type(err).__name__}: {err}); recomputing and overwriting it')
-            return None
+        return entry_path(self.cache_dir, key)
 
     @property
     def _out_key(self) -> str:
@@ -597,15 +464,15 @@ class LoadAudioSpectrogram(MMBalTransform):
             raise FileNotFoundError(f"audio file not found: {results['audio_path']!r}")
         path = self._cache_path(self.cache_key(results))
         if os.path.exists(path):
-            spec = self._read_entry(path)
+            spec = read_npz_entry(path, 'LoadAudioSpectrogram', lambda entry: entry['spec'])
             if spec is not None:
-                self.cache_hits += 1
+                self._cache_hits += 1
                 results[self._out_key] = spec
                 results['audio_sample_rate'] = self.loader.sample_rate
                 return results
-        self.cache_misses += 1
+        self._cache_misses += 1
         results = self._compute(results)
-        self._atomic_save(path, results[self._out_key])
+        save_npz_atomic(path, dict(spec=results[self._out_key]))
         return results
 
     def __repr__(self) -> str:
@@ -615,4 +482,4 @@ class LoadAudioSpectrogram(MMBalTransform):
 
 
 __all__ = ['Spectrogram', 'ScipySpectrogram', 'LoadAudioSpectrogram', 'file_content_hash',
-           'array_checksum', 'read_cache_entry', 'PRESETS']
+           'PRESETS']

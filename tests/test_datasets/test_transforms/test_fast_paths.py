@@ -9,9 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from mmbal.datasets.transforms import LoadAudioSpectrogram, Normalize
+from mmbal.datasets.transforms import Normalize
 from mmbal.datasets.transforms.processing import flip_frames
-from mmbal.datasets.transforms.spectrogram import array_checksum, read_cache_entry
+from mmbal.datasets.npz_cache import array_checksum, read_checked_npz, save_npz_atomic
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -65,12 +65,12 @@ def test_flip_frames_equals_numpy_flip(dtype, channels, axis):
 
 
 
-# -- spectrogram cache entries ------------------------------------------------------------------
+# -- cache entries (spectrogram and sample caches) ------------------------------------------------------------------
 def ave_sized_entry(tmp_path, name: str = 'e.npz'):
     """A cache entry as LoadAudioSpectrogram writes it, of an AVE/KS spectrogram's size."""
     spec = np.random.default_rng(2).standard_normal((257, 1004)).astype(np.float32)
     path = str(tmp_path / name)
-    LoadAudioSpectrogram._atomic_save(path, spec)
+    save_npz_atomic(path, dict(spec=spec))
     return path, spec
 
 
@@ -92,43 +92,43 @@ def test_array_checksum_sees_a_changed_word_and_moved_blocks(shape, dtype):
 
 def test_cache_entry_reads_back_writeable_and_np_load_reads_it_too(tmp_path):
     path, spec = ave_sized_entry(tmp_path)
-    out = read_cache_entry(path)
+    out = read_checked_npz(path)['spec']
     np.testing.assert_array_equal(out, spec)
     assert out.dtype == np.float32 and out.flags.writeable and out.flags.aligned
     with np.load(path, allow_pickle=False) as entry:  # a plain .npz (zip CRC-32 valid)
         np.testing.assert_array_equal(entry['spec'], spec)
-        np.testing.assert_array_equal(entry['checksum'], array_checksum(spec))
+        np.testing.assert_array_equal(entry['checksum'], array_checksum(spec)[None])
 
 
 def test_cache_entry_that_is_not_one_we_wrote_is_refused_saying_why(tmp_path):
     spec = np.ones((4, 6), np.float32)
     cases = {
         'old.npz': (lambda f: np.savez(f, spec=spec), r"members \['checksum.npy'\] are missing"),
-        'zipped.npz': (lambda f: np.savez_compressed(f, spec=spec, checksum=array_checksum(spec)),
+        'zipped.npz': (lambda f: np.savez_compressed(f, spec=spec, checksum=array_checksum(spec)[None]),
                        'is compressed'),
         'objects.npz': (lambda f: np.savez(f, spec=spec, checksum=np.array([1], dtype=object)),
                         'expected a C-ordered numeric array'),
         'fortran.npz': (lambda f: np.savez(f, spec=np.asfortranarray(np.ones((4, 6))),
-                                           checksum=array_checksum(spec)), 'fortran_order=True'),
+                                           checksum=array_checksum(spec)[None]), 'fortran_order=True'),
     }
     for name, (write, message) in cases.items():
         with open(tmp_path / name, 'wb') as f:
             write(f)
         with pytest.raises(ValueError, match=message):
-            read_cache_entry(str(tmp_path / name))
+            read_checked_npz(str(tmp_path / name))
     npy = io.BytesIO()
     np.save(npy, spec)
     with zipfile.ZipFile(tmp_path / 'short.npz', 'w') as archive:  # header says 96 data bytes
         archive.writestr('spec.npy', npy.getvalue()[:-8])
         archive.writestr('checksum.npy', npy.getvalue())
     with pytest.raises(ValueError, match='does not hold the 96 bytes its header declares'):
-        read_cache_entry(str(tmp_path / 'short.npz'))
+        read_checked_npz(str(tmp_path / 'short.npz'))
     path, _ = ave_sized_entry(tmp_path)
     data = bytearray(open(path, 'rb').read())
     data[len(data) // 2] ^= 0x40  # one bit of the stored array
     open(path, 'wb').write(data)
     with pytest.raises(ValueError, match='checksum mismatch'):
-        read_cache_entry(path)
+        read_checked_npz(path)
     open(path, 'wb').write(data[:len(data) // 2])  # cut short: the zip directory is gone
     with pytest.raises(zipfile.BadZipFile):
-        read_cache_entry(path)
+        read_checked_npz(path)
