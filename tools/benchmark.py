@@ -17,11 +17,18 @@ has an ETA from the first line. Only successful runs are aggregated; a config
 with a failed seed gets no aggregate row, the failed runs are listed with their
 logs, and the script exits with status 1.
 
+``--preset NAME`` reruns one paper table (``configs/presets/NAME.yml``: its configs and
+seeds); the table then has the paper's column beside ours, read from the configs'
+metafiles. ``--paper SOURCE`` adds that column to any list of configs. ``--dry-run`` lists
+the runs and, for a preset with a measured step time, estimates the device-hours; it trains
+nothing.
+
 Example::
 
     python tools/benchmark.py configs/concat/concat_r18_avdigits.py \
         configs/unimodal/audio-only_r18_avdigits.py --seeds 0 1 2 \
         --extra-split test_human --work-dir work_dirs/bench_default
+    python tools/benchmark.py --preset avdigits --dry-run
 """
 import argparse
 import csv
@@ -36,6 +43,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from mmbal.utils.metafiles import (MMBAL, PROTOCOLS, Metafiles, MetafileError, Preset,
+                                   load_preset, preset_path)
 from mmbal.utils.progress import Progress, RunJournal, accuracy_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,18 +52,87 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Benchmark configs over seeds')
-    parser.add_argument('configs', nargs='+', help='config files')
-    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
-    parser.add_argument('--work-dir', default='work_dirs/benchmark')
+    parser.add_argument('configs', nargs='*', help='config files (or --preset)')
+    parser.add_argument('--seeds', nargs='+', type=int, default=None,
+                        help='default: the preset\'s seeds, else 0 1 2')
+    parser.add_argument('--work-dir', default=None,
+                        help='default: work_dirs/preset_<name> with --preset, else '
+                        'work_dirs/benchmark')
+    parser.add_argument('--preset', help='rerun the paper table configs/presets/PRESET.yml')
+    parser.add_argument('--paper', metavar='SOURCE',
+                        help='add the numbers SOURCE (a metafile collection, or mmbal) gives '
+                        'for each config on its dataset beside ours (default with --preset: '
+                        'the preset\'s source)')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='list the runs (and estimate device-hours for a preset); train '
+                        'nothing')
     parser.add_argument('--extra-split', nargs='*', default=[],
                         help='also test the val-selected checkpoint on these splits')
     parser.add_argument('--cfg-options', nargs='*', default=[],
                         help='key=value overrides passed to every run')
-    parser.add_argument('--title', default='Benchmark')
+    parser.add_argument('--title', default=None,
+                        help='default: the preset\'s title, else Benchmark')
     parser.add_argument('--retry-failed', action='store_true',
                         help='run again the runs that failed in an earlier session (by '
                         'default they are reported and left as they are)')
-    return parser.parse_args()
+    args = parser.parse_args()
+    if not args.configs and not args.preset:
+        parser.error('give config files or --preset NAME')
+    if args.configs and args.preset:
+        parser.error('give config files or --preset NAME, not both')
+    return args
+
+
+def resolve(args: argparse.Namespace) -> Tuple[Optional[Preset], Optional[Metafiles]]:
+    """Fill the configs, seeds, work dir and title from ``--preset`` (or the defaults).
+
+    Returns the preset and the metafiles (None when neither --preset nor --paper is given).
+    """
+    preset = metafiles = None
+    if args.preset or args.paper:
+        metafiles = Metafiles(ROOT)
+    if args.preset:
+        preset = load_preset(preset_path(args.preset, ROOT), metafiles)
+        args.configs = [str(ROOT / r.config) for r in preset.runs]
+        args.paper = args.paper or preset.source
+    if args.paper:
+        metafiles.check_source(args.paper, '--paper')
+    args.seeds = args.seeds or (list(preset.seeds) if preset else [0, 1, 2])
+    args.work_dir = args.work_dir or (f'work_dirs/preset_{preset.name}' if preset
+                                      else 'work_dirs/benchmark')
+    args.title = args.title or (preset.title if preset else 'Benchmark')
+    return preset, metafiles
+
+
+def repo_path(config: str) -> str:
+    """``config`` relative to the repository root (how the metafiles name it)."""
+    path = Path(config).resolve()
+    return path.relative_to(ROOT).as_posix() if ROOT in path.parents else str(path)
+
+
+def paper_column(configs: List[str], source: str, metafiles: Metafiles,
+                 dataset: Optional[str] = None) -> Dict[str, Tuple[float, Optional[float]]]:
+    """``{run name: (accuracy, macro-F1 or None)}`` that ``source`` gives for the configs.
+
+    The dataset is the preset's, or else each config's training data in its metafile;
+    configs without such a number are left out.
+    """
+    column = {}
+    for config in configs:
+        model = metafiles.model(repo_path(config))
+        result = model and model.result(source, dataset or model.training_data)
+        if result is not None:
+            column[run_name(config)] = (result.accuracy, result.f1)
+    return column
+
+
+def paper_label(source: str) -> str:
+    return 'expected (mmbal, measured)' if source == MMBAL else f'{source} paper'
+
+
+def caveat(source: str) -> str:
+    protocol = 'val-selected' if source == MMBAL else 'test-selected'
+    return f'{paper_label(source)}: {PROTOCOLS[protocol]}.'
 
 
 def run_name(config: str) -> str:
@@ -213,12 +291,19 @@ def summarise(rows: Dict[str, List[Dict[str, float]]]) -> List[dict]:
 COLUMNS = ('fused', 'audio', 'visual')
 
 
-def markdown(table: List[dict], title: str) -> str:
+def markdown(table: List[dict], title: str,
+             paper: Optional[Dict[str, Tuple[float, Optional[float]]]] = None,
+             label: str = 'paper') -> str:
+    """The mean ± std table; with ``paper``, a ``label`` column of its numbers beside fused."""
     outputs = [c for c in COLUMNS if any(f'accuracy/{c}' in t for t in table)]
     outputs += sorted({k.split('/', 1)[1] for t in table for k in t
                        if k.startswith('accuracy/')} - set(outputs))
-    head = '| run | seeds | ' + ' | '.join(f'{o} acc / F1' for o in outputs) + ' |'
-    lines = [f'### {title}', '', head, '|' + '---|' * (len(outputs) + 2)]
+    heads = [f'{o} acc / F1' for o in outputs]
+    at = 1 if outputs and outputs[0] == 'fused' else 0
+    if paper is not None:
+        heads.insert(at, f'{label} acc / F1')
+    lines = [f'### {title}', '', '| run | seeds | ' + ' | '.join(heads) + ' |',
+             '|' + '---|' * (len(heads) + 2)]
     for t in table:
         cells = []
         for o in outputs:
@@ -227,6 +312,10 @@ def markdown(table: List[dict], title: str) -> str:
                 cells.append(f'{am:.2f} ± {asd:.2f} / {fm:.2f} ± {fsd:.2f}')
             else:
                 cells.append('—')
+        if paper is not None:
+            acc, f1 = paper.get(t['name'], (None, None))
+            cells.insert(at, '—' if acc is None else
+                         f'{acc:.2f} / {"—" if f1 is None else f"{f1:.2f}"}')
         lines.append(f'| {t["name"]} | {t["seeds"]} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
@@ -267,8 +356,14 @@ def initial_state(config: str, seed: int, work_dir: Path, args: argparse.Namespa
 
 def write_report(root: Path, args: argparse.Namespace, runs: List[Tuple[str, int]],
                  results: Dict[Tuple[str, int], Dict[str, float]],
-                 failures: List[Tuple[str, int, str, Path]]) -> str:
-    """results.md and results.csv: successful runs only, no row for a config with a failure."""
+                 failures: List[Tuple[str, int, str, Path]],
+                 paper: Optional[Dict[str, Tuple[float, Optional[float]]]] = None,
+                 preset: Optional[Preset] = None) -> str:
+    """results.md and results.csv: successful runs only, no row for a config with a failure.
+
+    ``paper`` (``{run name: (acc, F1)}`` from ``--paper``/``--preset``) stands beside the
+    test split's fused column, with the protocol caveat under the table.
+    """
     failed_names = sorted({name for name, *_ in failures})
     report, csv_rows = [], []
     for split in ['test', *args.extra_split]:
@@ -280,7 +375,13 @@ def write_report(root: Path, args: argparse.Namespace, runs: List[Tuple[str, int
             csv_rows.append({'split': split, 'run': run_name(config), 'seed': seed, **metrics})
             if run_name(config) not in failed_names:
                 rows.setdefault(run_name(config), []).append(metrics)
-        report.append(markdown(summarise(rows), f'{args.title}: {split} split'))
+        if split == 'test' and paper is not None:
+            report.append(markdown(summarise(rows), f'{args.title}: {split} split', paper,
+                                   paper_label(args.paper)) + '\n' + caveat(args.paper) + '\n')
+        else:
+            report.append(markdown(summarise(rows), f'{args.title}: {split} split'))
+    if preset is not None and preset.cannot_run:
+        report.append(cannot_run(preset))
     times = []
     for config in args.configs:
         if run_name(config) in failed_names:
@@ -303,8 +404,77 @@ def write_report(root: Path, args: argparse.Namespace, runs: List[Tuple[str, int
     return '\n'.join(report)
 
 
+def cannot_run(preset: Preset) -> str:
+    """The rows of the preset's paper table that mmbal cannot run yet, and why."""
+    lines = [f'Rows of {preset.title} that mmbal cannot run yet:', '']
+    lines += [f'- {row}: {reason}' for row, reason in preset.cannot_run]
+    return '\n'.join(lines) + '\n'
+
+
+def run_steps(config: str, train_samples: int) -> int:
+    """Training iterations of one run: epochs x ceil(train samples / batch size)."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    epochs, batch = cfg.train_cfg.max_epochs, cfg.train_dataloader.batch_size
+    return int(epochs) * math.ceil(train_samples / int(batch))
+
+
+def dry_run(args: argparse.Namespace, preset: Optional[Preset]) -> str:
+    """The runs a benchmark would make, and for a preset their estimated device-hours."""
+    root = Path(args.work_dir)
+    lines = [f'### {args.title}: dry run ({len(args.configs) * len(args.seeds)} runs, '
+             f'seeds {" ".join(map(str, args.seeds))})', '']
+    if preset is None:
+        lines += [f'- {run_name(c)} seed {s}: {root / run_name(c) / f"seed{s}"}'
+                  for c in args.configs for s in args.seeds]
+        lines += ['', 'No device-hour estimate without --preset (no step time or dataset '
+                  'size is known for a list of configs).']
+        return '\n'.join(lines) + '\n'
+    lines += [f'Expected column: {paper_label(args.paper)}, {preset.dataset}.', '']
+    if preset.prerequisites:
+        lines += ['Run first (not counted below):', '']
+        lines += [f'    {c}' for c in preset.prerequisites] + ['']
+    estimate = preset.step_ms is not None
+    lines += ['| run | row | steps per seed | step (ms) | device-hours (all seeds) |',
+              '|---|---|---:|---:|---:|']
+    total_steps = total_hours = 0.0
+    for run in preset.runs:
+        steps = run_steps(str(ROOT / run.config), preset.train_samples)
+        ms = run.step_ms if run.step_ms is not None else preset.step_ms
+        hours = steps * len(args.seeds) * ms / 3.6e6 if estimate else None
+        total_steps += steps * len(args.seeds)
+        total_hours += hours or 0.0
+        lines.append(f'| {run_name(run.config)} | {run.row} | {steps} | '
+                     f'{"—" if ms is None else f"{ms:g}" + ("" if run.step_ms else " (default)")}'
+                     f' | {"—" if hours is None else f"{hours:.2f}"} |')
+    lines.append('')
+    lines.append(f'Training steps, all runs: {total_steps:.0f} (train split of '
+                 f'{preset.train_samples} samples: {preset.train_samples_from}).')
+    if estimate:
+        lines.append(f'Estimated device-hours: {total_hours:.1f} (training steps only: '
+                     f'validation, test and start-up are not counted). Step times: '
+                     f'{preset.step_time_from}.')
+    else:
+        lines.append('No device-hour estimate: benchmarks/README.md has no measured step '
+                     f'time for the {preset.dataset} setting (benchmarks/step_time.py '
+                     f'--setting paper measures one).')
+    lines.append(f'Runs go to {root}/<run>/seed<k>.')
+    if preset.cannot_run:
+        lines += ['', cannot_run(preset)]
+    return '\n'.join(lines) + '\n'
+
+
 def main() -> None:
     args = parse_args()
+    try:
+        preset, metafiles = resolve(args)
+    except MetafileError as err:
+        raise SystemExit(f'benchmark.py: {err}') from err
+    if args.dry_run:
+        print(dry_run(args, preset), flush=True)
+        return
+    paper = (paper_column(args.configs, args.paper, metafiles,
+                          preset.dataset if preset else None) if args.paper else None)
     # The runs execute from the repository root: make every path absolute first.
     root = Path(args.work_dir).resolve()
     args.configs = [osp.abspath(c) for c in args.configs]
@@ -353,7 +523,7 @@ def main() -> None:
         journal.end(key, 'done', seconds, group=name)
         progress.end(index, seconds, True, accuracy_summary(results[config, seed]))
 
-    print(write_report(root, args, runs, results, failures), flush=True)
+    print(write_report(root, args, runs, results, failures, paper, preset), flush=True)
     if failures:
         raise SystemExit(f'benchmark.py: {len(failures)} of {len(runs)} runs failed '
                          f'({", ".join(f"{n} seed {s}" for n, s, *_ in failures)}); no '
