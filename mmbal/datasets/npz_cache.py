@@ -1,4 +1,4 @@
-"""Shared pieces of mmbal's on-disk caches: content keys and CRC-checked ``.npz`` entries.
+"""Shared pieces of mmbal's on-disk caches: content keys and checksummed ``.npz`` entries.
 
 Used by :class:`~mmbal.datasets.transforms.LoadAudioSpectrogram` (one spectrogram per
 entry) and by :mod:`mmbal.datasets.sample_cache` (one pipeline output per entry).

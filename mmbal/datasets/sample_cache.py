@@ -29,7 +29,7 @@ Modes (``sample_cache=dict(mode=...)`` of :class:`~mmbal.datasets.MultimodalData
   up to ``max_memory_mb`` of array bytes (then further samples are computed every
   time, with one warning). Dataloader workers are separate processes, so each
   worker fills its own copy, kept only as long as the worker lives.
-- ``'disk'``: one ``.npz`` per sample under ``cache_dir`` (CRC-checked, written
+- ``'disk'``: one ``.npz`` per sample under ``cache_dir`` (checksummed, written
   atomically), shared by workers, ranks and later runs. A corrupt entry is
   logged naming the file, recomputed and overwritten.
 - ``'auto'`` (default): ``'disk'`` if ``cache_dir`` is given; else ``'memory'``
@@ -120,7 +120,7 @@ _ALIGN = 64  # array offsets in a packed entry: aligned for any dtype
 def pack(header: dict, arrays: Sequence) -> np.ndarray:
     """One uint8 buffer: 8-byte header length, JSON ``header`` (plus each array's dtype,
     shape, offset), then the arrays' bytes. A disk entry is one such member: one
-    read, one CRC-32 check (an ``.npz`` member per array costs a header parse each)."""
+    read, one checksum (an ``.npz`` member per array costs a header parse each)."""
     layout, offset = [], 0
     arrays = [np.asarray(a, order='C') for a in arrays]  # (keeps 0-d arrays 0-d)
     for a in arrays:
