@@ -8,7 +8,7 @@ from typing import Dict, Optional, Sequence
 from mmengine.config import Config, DictAction
 
 from mmbal.engine import build_runner
-from mmbal.utils import merge_cfg_options
+from mmbal.utils import end_distributed, merge_cfg_options
 
 OUT_ITEMS = ('metrics', 'preds')
 
@@ -85,4 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    finally:
+        end_distributed()

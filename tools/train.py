@@ -5,7 +5,7 @@ import os
 from mmengine.config import Config, DictAction
 
 from mmbal.engine import build_runner
-from mmbal.utils import merge_cfg_options
+from mmbal.utils import end_distributed, merge_cfg_options
 
 
 # The AMP counterpart of each optimizer wrapper that --amp may switch.
@@ -84,4 +84,7 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    finally:
+        end_distributed()

@@ -137,3 +137,14 @@ def setup_slurm_env(cfg: Config) -> None:
     fill_dist_cfg(cfg)
     port = cfg.env_cfg.dist_cfg.pop('port', None)
     os.environ.update(slurm_dist_env(port))
+
+
+def end_distributed() -> None:
+    """Destroy the default process group, if one was started.
+
+    Without it the interpreter exits with gloo's threads still running, and a rank
+    now and then aborts at exit (``terminate called without an active exception``,
+    exit code -6) after its work is done, which fails the whole torchrun job.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -159,3 +159,12 @@ def test_a_hung_rank_ends_the_job_within_the_timeout(tmp_path):
     assert f'Timed out waiting {timeout * 1000}ms' in out, out[-3000:]
     # Collective entered -> job over: the timeout, then torchrun stops the hung rank.
     assert timeout - 0.5 < ended - entered < timeout + 15, ended - entered
+
+
+def test_end_distributed_destroys_the_group_and_is_a_no_op_without_one():
+    cpu_dist.end_distributed()  # no group: nothing to do
+    torch.distributed.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}',
+                                         rank=0, world_size=1)
+    assert torch.distributed.is_initialized()
+    cpu_dist.end_distributed()
+    assert not torch.distributed.is_initialized()
