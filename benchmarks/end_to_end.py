@@ -3,7 +3,10 @@
 The job is the README demo: ``tools/train.py configs/concat/concat_r18_avdigits.py``
 (train, validate every epoch, keep the best checkpoint on val; ``tools/train.py``
 then tests that checkpoint itself). The baseline is ``benchmarks/plain_avdigits.py``
-(same files, same preprocessing, same model classes and schedule; no Runner).
+(same files, same preprocessing, same model classes and schedule; no Runner). By
+default (``--plain-data preload``) the plain script computes every sample once and
+trains from memory, the fastest way to write it for a set this small; ``stream``
+recomputes every sample in its loader workers every epoch.
 Each run of each path is a fresh process; runs alternate the order (mmbal then
 plain, plain then mmbal, ...), so drift in the machine's load affects both alike.
 
@@ -70,7 +73,7 @@ def make_crema_layout(root: str, clips: int) -> str:
 
 
 def commands(path: str, setting: dict, epochs: int, threads: int, work_dir: str,
-             data_root: Optional[str]) -> List[str]:
+             data_root: Optional[str], preload: bool = True) -> List[str]:
     """The child's command line for ``path`` ('mmbal' or 'plain')."""
     if path == 'mmbal':
         cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'),
@@ -80,6 +83,7 @@ def commands(path: str, setting: dict, epochs: int, threads: int, work_dir: str,
         cmd = [sys.executable, osp.join(REPO_ROOT, 'benchmarks', 'plain_avdigits.py'),
                '--dataset', setting['dataset'], '--epochs', str(epochs), '--work-dir', work_dir,
                '--threads', str(threads), '--out', osp.join(work_dir, 'result.json')]
+        cmd += ['--preload'] if preload else []
     return cmd + (['--data-root', data_root] if data_root else [])
 
 
@@ -165,6 +169,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--clips', type=int, default=24, help='crema-tiny: clips in the layout')
     parser.add_argument('--work-dir', default='work_dirs/benchmarks/end_to_end',
                         help='work dirs and logs of every run (replaced)')
+    parser.add_argument('--plain-data', choices=('preload', 'stream'), default='preload',
+                        help='the plain script computes every sample once and trains from '
+                             'memory (preload, default), or in loader workers every epoch')
     parser.add_argument('--out', help='write the runs and the summary as JSON here')
     args = parser.parse_args(argv)
     args.epochs = args.epochs or SETTINGS[args.setting]['epochs']
@@ -189,7 +196,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     for index in range(args.runs):
         for path in (PATHS if index % 2 == 0 else PATHS[::-1]):
             work_dir = osp.join(root, f'{path}_{index}')
-            cmd = commands(path, setting, args.epochs, args.threads, work_dir, data_root)
+            cmd = commands(path, setting, args.epochs, args.threads, work_dir, data_root,
+                           preload=args.plain_data == 'preload')
             os.makedirs(work_dir)
             timing = run_child(cmd, args.threads, osp.join(work_dir, 'stdout.log'))
             result = mmbal_result(work_dir) if path == 'mmbal' else plain_result(work_dir)

@@ -1,7 +1,9 @@
 """The README demo job written as a plain PyTorch script: the baseline of ``end_to_end.py``.
 
 Same job as ``tools/train.py configs/concat/concat_r18_avdigits.py``: train on the
-AV-Digits train split (batch 64, 2 persistent workers, shuffled), validate every
+AV-Digits train split (batch 64, 2 persistent workers, shuffled; or, with
+``--preload``, every sample computed once by 2 workers and then served from memory
+in the main process, as a plain script over a small set does), validate every
 epoch, keep the epoch with the best val accuracy (its weights saved with
 ``torch.save``), then test that checkpoint on the whole test split.
 
@@ -125,6 +127,23 @@ DATASETS: Dict[str, Callable[[str, str], Dataset]] = {
     'avdigits': AVDigitsPlain, 'crema-d': CremaDPlain}
 
 
+class Preloaded(Dataset):
+    """Every sample of ``dataset`` computed once (by ``workers`` loader processes) and then
+    served from memory: what a plain script over a small set does (``--preload``)."""
+
+    def __init__(self, dataset: Dataset, workers: int) -> None:
+        batches = list(DataLoader(dataset, batch_size=256, num_workers=workers))
+        self.audio = torch.cat([b[0] for b in batches])
+        self.visual = torch.cat([b[1] for b in batches])
+        self.label = torch.cat([b[2] for b in batches])
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def __getitem__(self, idx: int) -> Tuple[torch.Tensor, torch.Tensor, int]:
+        return self.audio[idx], self.visual[idx], int(self.label[idx])
+
+
 def build_model(dataset: str) -> torch.nn.Module:
     """The model of the dataset's mmbal config, built by mmbal's registry."""
     from mmengine.config import Config
@@ -176,9 +195,12 @@ def run(args: argparse.Namespace) -> dict:
     data_root = args.data_root or osp.join(REPO_ROOT, job['data_root'])
 
     def loader(split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(DATASETS[args.dataset](data_root, split), batch_size=args.batch_size,
-                          shuffle=shuffle, num_workers=args.workers,
-                          persistent_workers=args.workers > 0,
+        dataset = DATASETS[args.dataset](data_root, split)
+        workers = args.workers
+        if args.preload:  # computed once here; the epochs index tensors in this process
+            dataset, workers = Preloaded(dataset, args.workers), 0
+        return DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle,
+                          num_workers=workers, persistent_workers=workers > 0,
                           generator=torch.Generator().manual_seed(args.seed))
 
     train, val, test = loader('train', True), loader('val', False), loader('test', False)
@@ -224,6 +246,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--epochs', type=int, default=10)
     parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--workers', type=int, default=2)
+    parser.add_argument('--preload', action='store_true',
+                        help='compute every sample once (with --workers processes), then train '
+                             'and evaluate from memory in this process')
     parser.add_argument('--threads', type=int, default=0,
                         help='torch.set_num_threads (0: torch\'s default)')
     parser.add_argument('--seed', type=int, default=0)

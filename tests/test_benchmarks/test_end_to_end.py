@@ -71,6 +71,9 @@ def test_arguments_defaults_and_errors(capsys):
     assert cmd[-3:] == ['/w', '--cfg-options', 'train_cfg.max_epochs=3']
     cmd = e2e.commands('plain', e2e.SETTINGS['crema-tiny'], 1, 2, '/w', '/data')
     assert cmd[cmd.index('--dataset') + 1] == 'crema-d' and cmd[-2:] == ['--data-root', '/data']
+    assert '--preload' in cmd and e2e.parse_args([]).plain_data == 'preload'
+    cmd = e2e.commands('plain', e2e.SETTINGS['demo'], 1, 2, '/w', None, preload=False)
+    assert '--preload' not in cmd
 
 
 def test_child_cpu_time_and_a_failing_child(tmp_path):
@@ -113,3 +116,14 @@ def test_plain_avdigits_samples_equal_the_mmbal_pipeline():
         assert torch.equal(visual, item['inputs']['visual'])
         assert label == item['data_samples']['gt_label']
 
+
+
+def test_preloaded_samples_are_the_streamed_ones():
+    plain = script('plain_avdigits')
+    streamed = torch.utils.data.Subset(plain.AVDigitsPlain(str(ROOT / 'data' / 'avdigits'), 'val'),
+                                       range(3))
+    preloaded = plain.Preloaded(streamed, workers=0)
+    assert len(preloaded) == 3
+    for i in range(3):
+        for got, want in zip(preloaded[i], streamed[i]):
+            assert torch.equal(torch.as_tensor(got), torch.as_tensor(want))
