@@ -1,5 +1,4 @@
 """benchmarks/end_to_end.py and plain_avdigits.py: the pieces, on given numbers and 2 samples."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -8,6 +7,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from script_utils import load_script
 
 from mmbal.registry import DATASETS
 
@@ -16,13 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def script(name: str):
     """``benchmarks/<name>.py`` as a module, imported once."""
-    key = f'bench_{name}'
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, ROOT / 'benchmarks' / f'{name}.py')
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
+    return load_script(f'benchmarks/{name}.py', f'bench_{name}')
 
 
 def mmbal_dataset(config: str, loader: str, **overrides):

@@ -1,21 +1,13 @@
 """benchmarks/loader_throughput.py: page-cache helpers, the table and the argument checks."""
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
+from script_utils import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / 'benchmarks' / 'loader_throughput.py'
 
 
 def loader_throughput():
     """The script as a module, imported once."""
-    if 'loader_throughput' not in sys.modules:
-        spec = importlib.util.spec_from_file_location('loader_throughput', SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules['loader_throughput'] = module
-        spec.loader.exec_module(module)
-    return sys.modules['loader_throughput']
+    return load_script('benchmarks/loader_throughput.py', 'loader_throughput')
 
 
 def test_page_cache_share_follows_reads_and_drops(tmp_path):

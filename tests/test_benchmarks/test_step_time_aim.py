@@ -1,25 +1,17 @@
 """benchmarks/step_time.py: the AIM rows read their class means from the synthetic set."""
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
+from script_utils import load_script
 import torch
 from mmengine.config import Config
 
 from mmbal.balance import build_split_loader
 
-SCRIPT = Path(__file__).resolve().parents[2] / 'benchmarks' / 'step_time.py'
 
 
 def step_time():
     """The script as a module, imported once (it registers its dataset and hooks)."""
-    if 'step_time' not in sys.modules:
-        spec = importlib.util.spec_from_file_location('step_time', SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules['step_time'] = module
-        spec.loader.exec_module(module)
-    return sys.modules['step_time']
+    return load_script('benchmarks/step_time.py', 'step_time')
 
 
 @pytest.mark.parametrize('variant', ['aim', 'aim_pre', 'aim_nopam'])
