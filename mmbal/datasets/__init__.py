@@ -1,4 +1,5 @@
 """Datasets of mmbal (registered in ``mmbal.registry.DATASETS``) and their transforms."""
+from mmbal import structures  # noqa: F401  (registers sequence_collate)
 from . import transforms  # noqa: F401  (registers the pipeline transforms)
 from .av_mnist import AVMNISTDataset
 from .ave import AVEDataset

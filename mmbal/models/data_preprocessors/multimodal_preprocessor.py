@@ -5,13 +5,23 @@ import torch
 from mmengine.model import BaseDataPreprocessor
 
 from mmbal.registry import MODELS
+from mmbal.structures import PaddedSequence
 
 
-def _stack(value: Union[torch.Tensor, Sequence]) -> torch.Tensor:
-    """A batched tensor from ``default_collate`` output or a list (``pseudo_collate``)."""
-    if isinstance(value, torch.Tensor):
+def _stack(value: Union[torch.Tensor, PaddedSequence, Sequence], name: str = 'value'
+           ) -> Union[torch.Tensor, PaddedSequence]:
+    """A batched tensor from ``default_collate`` output or a list (``pseudo_collate``).
+
+    A ``PaddedSequence`` (from ``sequence_collate``) is already a batch.
+    """
+    if isinstance(value, (torch.Tensor, PaddedSequence)):
         return value
     if len(value) and isinstance(value[0], torch.Tensor):
+        shapes = {tuple(v.shape) for v in value}
+        if len(shapes) > 1:
+            raise ValueError(f'{name!r}: samples of shapes {sorted(shapes)} cannot be stacked; '
+                             "variable-length sequences need collate_fn=dict(type='sequence_collate', "
+                             f"sequences=[{name!r}, ...])")
         return torch.stack(list(value))
     return torch.as_tensor(value)
 
@@ -27,10 +37,10 @@ class MultimodalDataPreprocessor(BaseDataPreprocessor):
     """
 
     def forward(self, data: Dict[str, Any], training: bool = False) -> Dict[str, Any]:
-        inputs = {m: _stack(v) for m, v in data['inputs'].items()}
+        inputs = {m: _stack(v, m) for m, v in data['inputs'].items()}
         samples = data.get('data_samples')
         if isinstance(samples, (list, tuple)):
-            samples = {k: _stack([s[k] for s in samples]) for k in samples[0]}
+            samples = {k: _stack([s[k] for s in samples], k) for k in samples[0]}
         elif isinstance(samples, dict):
-            samples = {k: _stack(v) for k, v in samples.items()}
+            samples = {k: _stack(v, k) for k, v in samples.items()}
         return self.cast_data({'inputs': inputs, 'data_samples': samples})
