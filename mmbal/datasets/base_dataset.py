@@ -183,7 +183,7 @@ class MultimodalDataset(BaseDataset):
 
     def prepare_data(self, idx: int) -> Any:
         """The pipeline's output for sample ``idx``, its deterministic prefix from the cache."""
-        return self.sample_cache(self.get_data_info(idx), self.pipeline)
+        return self.sample_cache(self.get_data_info(idx), self.pipeline, idx)
 
     def filter_data(self) -> list[dict]:
         """Validate every sample (BaseDataset calls this right after loading);

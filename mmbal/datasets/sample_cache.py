@@ -114,6 +114,25 @@ def decode(tree: Any, arrays: Sequence[np.ndarray]) -> Any:
     raise ValueError(f'unknown tag {tag!r} in a cache entry')
 
 
+def _fresh(value: Any) -> Any:
+    """A copy of a decoded results tree: new arrays, dicts, lists; plain values shared.
+
+    What the memory store hands out, so that later steps may write in place.
+    """
+    kind = type(value)
+    if kind is np.ndarray:
+        return value.copy()
+    if kind is dict:
+        return {k: _fresh(v) for k, v in value.items()}
+    if kind is list:
+        return [_fresh(v) for v in value]
+    if kind is tuple:
+        return tuple(_fresh(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.copy()
+    return value
+
+
 _ALIGN = 64  # array offsets in a packed entry: aligned for any dtype
 
 
@@ -171,24 +190,28 @@ def _entry_stat(entry: os.DirEntry) -> tuple:
     return entry.name, st.st_size, st.st_mtime_ns
 
 
-def source_stats(data_info: dict) -> list:
+def _stat_path(path: str) -> list | None:
+    """``[path, size, mtime_ns]`` of a file, ``[path, [its files' stats]]`` of a folder,
+    None if ``path`` names nothing."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):  # not a path (a label, a voice id...)
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        with os.scandir(path) as entries:
+            return [path, sorted(_entry_stat(e) for e in entries)]
+    return [path, st.st_size, st.st_mtime_ns]
+
+
+def source_stats(data_info: dict, paths: Sequence[str] | None = None) -> list:
     """Size and mtime of each existing file named in ``data_info``; per folder, its files'.
 
-    Read on every fetch, so that editing a source file changes the key.
+    Read on every fetch, so that editing a source file changes the key. ``paths``
+    limits the look-up to those strings (the ones found to be paths before).
     """
-    found = []
-    for path in dict.fromkeys(_strings(data_info)):
-        try:
-            st = os.stat(path)
-        except (OSError, ValueError):  # not a path (a label, a voice id...)
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            with os.scandir(path) as entries:
-                files = sorted(_entry_stat(e) for e in entries)
-            found.append([path, files])
-        else:
-            found.append([path, st.st_size, st.st_mtime_ns])
-    return found
+    if paths is None:
+        paths = dict.fromkeys(_strings(data_info))
+    return [found for found in map(_stat_path, paths) if found is not None]
 
 
 def _apply(steps: Sequence, results: dict | None) -> dict | None:
@@ -222,7 +245,7 @@ class SampleCache:
     output and that computed one.
     """
 
-    VERSION = 1
+    VERSION = 2  # 2: the key hashes a per-sample part once (memoised by index) and the file stats
 
     def __init__(self, mode: str = 'auto', cache_dir: str | os.PathLike | None = None,
                  max_memory_mb: float = DEFAULT_MAX_MEMORY_MB, owner: str = 'dataset') -> None:
@@ -251,11 +274,13 @@ class SampleCache:
         self.owner = owner
         self.hits = 0
         self.misses = 0
-        self._memory: dict[str, tuple] = {}
+        self._memory: dict[str, dict] = {}  # key -> decoded results (own arrays)
         self._memory_bytes = 0
         self._full_warned = False
         self._gave_up = False  # 'auto' met a value it cannot store
         self._plan_memo: tuple | None = None
+        # index -> (steps digest, hash of the file-independent key part, path strings)
+        self._key_memo: dict[int, tuple] = {}
 
     @classmethod
     def from_config(cls, cfg: Mapping | None, owner: str) -> 'SampleCache':
@@ -305,24 +330,47 @@ class SampleCache:
             memo = self._plan_memo = (steps, n, hashlib.sha1(params.encode()).hexdigest())
         return memo
 
-    def key(self, data_info: dict, pipeline: Any) -> str:
-        """Hex sha1 naming the entry of ``data_info`` after the cached steps of ``pipeline``."""
-        arrays: list = []
-        tree = encode(data_info, arrays, 'the data info')
-        parts = dict(version=self.VERSION, libraries=library_versions(LIBRARIES),
-                     transforms=self._plan(pipeline)[2], data_info=tree,
-                     arrays=[array_digest(np.asarray(a)) for a in arrays],
-                     sources=source_stats(data_info))
-        return hashlib.sha1(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()
+    def key(self, data_info: dict, pipeline: Any, index: int | None = None) -> str:
+        """Hex sha1 naming the entry of ``data_info`` after the cached steps of ``pipeline``.
 
-    def __call__(self, data_info: dict, pipeline: Any) -> dict | None:
-        """``pipeline(data_info)``, taking the output of its cacheable prefix from the cache."""
+        ``index`` (the dataset index of ``data_info``) lets the part of the key that
+        does not depend on the files be worked out once per sample: hashing the data
+        info (its arrays by content) on every fetch cost most of a cache hit. The
+        caller promises that ``data_info`` of an index does not change (MMEngine's
+        datasets serialise their data list once). The files' sizes and mtimes are
+        read on every fetch, for the strings that named files or folders the first
+        time. The key is the same with and without ``index``.
+        """
+        digest = self._plan(pipeline)[2]
+        memo = None if index is None else self._key_memo.get(index)
+        if memo is None or memo[0] != digest:
+            arrays: list = []
+            tree = encode(data_info, arrays, 'the data info')
+            static = dict(version=self.VERSION, libraries=library_versions(LIBRARIES),
+                          transforms=digest, data_info=tree,
+                          arrays=[array_digest(np.asarray(a)) for a in arrays])
+            static_hash = hashlib.sha1(
+                json.dumps(static, sort_keys=True, default=repr).encode()).hexdigest()
+            sources = source_stats(data_info)
+            memo = (digest, static_hash, [found[0] for found in sources])
+            if index is not None:
+                self._key_memo[index] = memo
+        else:
+            sources = source_stats(data_info, memo[2])
+        parts = [memo[1], sources]
+        return hashlib.sha1(json.dumps(parts, default=repr).encode()).hexdigest()
+
+    def __call__(self, data_info: dict, pipeline: Any, index: int | None = None) -> dict | None:
+        """``pipeline(data_info)``, taking the output of its cacheable prefix from the cache.
+
+        ``index``: the dataset index of ``data_info``, see :meth:`key`.
+        """
         steps, n, _ = self._plan(pipeline)
         store = self.store()
         if n <= 0 or store is None:
             return _apply(steps, data_info)
         try:
-            key = self.key(data_info, pipeline)
+            key = self.key(data_info, pipeline, index)
         except UnstorableValue as err:
             self._give_up(err)
             return _apply(steps, data_info)
@@ -353,10 +401,7 @@ class SampleCache:
     def _get(self, store: str, key: str) -> dict | None:
         if store == 'memory':
             entry = self._memory.get(key)
-            if entry is None:
-                return None
-            tree, arrays = entry
-            return decode(tree, [a.copy() for a in arrays])
+            return None if entry is None else _fresh(entry)
         path = entry_path(self.cache_dir, key)
         if not os.path.exists(path):
             return None
@@ -388,7 +433,7 @@ class SampleCache:
                         f'on every fetch. Raise max_memory_mb, or set cache_dir to cache '
                         f'on disk')
                 return
-            self._memory[key] = (tree, [np.array(a, copy=True) for a in arrays])
+            self._memory[key] = decode(tree, [np.array(a, copy=True) for a in arrays])
             self._memory_bytes += size
             return
         blob = pack(dict(version=self.VERSION, key=key, results=tree), arrays)

@@ -224,6 +224,24 @@ def test_editing_a_source_file_invalidates_its_entry_only(data_root, tmp_path):
         Path(clip).write_bytes(saved)
 
 
+def test_a_memoised_key_still_sees_a_file_edited_during_the_run(data_root):
+    """The key's file-independent part is worked out once per index; the file stats are not."""
+    ds = dataset(data_root, mode='memory', pipeline=tiny_pipeline(random=False))
+    info = ds.get_data_info(0)
+    first = ds[0]
+    assert ds.sample_cache.key(info, ds.pipeline, 0) == ds.sample_cache.key(info, ds.pipeline)
+    clip, other = info['audio_path'], ds.get_data_info(1)['audio_path']
+    saved = Path(clip).read_bytes()
+    try:
+        shutil.copy(other, clip)
+        again = ds[0]
+        assert (ds.sample_cache.misses, ds.sample_cache.hits) == (2, 0)
+        assert not torch.equal(again['inputs']['audio'], first['inputs']['audio'])
+        assert ds.sample_cache.key(info, ds.pipeline, 0) == ds.sample_cache.key(info, ds.pipeline)
+    finally:
+        Path(clip).write_bytes(saved)
+
+
 @pytest.mark.parametrize('change', ['inner', 'outer'])
 def test_changing_a_transform_parameter_invalidates_the_entries(data_root, tmp_path, change):
     """A parameter of a transform inside LoadAudioSpectrogram, or of a top-level step."""
