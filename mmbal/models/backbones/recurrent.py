@@ -3,7 +3,6 @@ from typing import List
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmbal.registry import MODELS
 from mmbal.structures import join_steps, split_steps
@@ -12,11 +11,12 @@ from .sequence_encoder import SequenceEncoder
 POOLINGS = ('last', 'mean')
 
 
-class PackedRNNStep(nn.Module):
-    """One unidirectional recurrent layer run on the packed real steps of a step tensor.
+class RNNStep(nn.Module):
+    """One unidirectional recurrent layer on a step tensor whose padding is at the end.
 
-    Packing (``pack_padded_sequence``) means a sample's steps never see the
-    batch's padding: its outputs are those of the sample run alone.
+    The layer is causal, so the output at a real step depends on that step and
+    the ones before it only, never on the trailing padding: it equals the
+    output of the sample run alone. Padded outputs are zeroed.
     """
 
     def __init__(self, rnn: nn.RNNBase) -> None:
@@ -25,23 +25,19 @@ class PackedRNNStep(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         x, mask = split_steps(h)
-        lengths = mask.sum(dim=1).cpu()
-        # Steps must be real from the start (trailing padding): packing keeps the first lengths.
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        y, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True,
-                                   total_length=x.shape[1])
-        return join_steps(y, mask)
+        return join_steps(self.rnn(x)[0], mask)
 
 
 class RecurrentEncoder(SequenceEncoder):
-    """``num_layers`` stacked unidirectional recurrent layers of ``hidden_channels``, packed.
+    """``num_layers`` stacked unidirectional recurrent layers of ``hidden_channels``.
 
     Stages: one per layer; stage ``i`` outputs the step tensor
     ``(B, T, hidden_channels + 1)``. The padding must be at the end of each
-    sequence (as ``pad_sequences`` lays it out): a step after a padded one is
-    rejected. ``pooling='last'`` (default) takes each sample's output at its
-    last real step, the usual summary of a recurrent encoder; ``'mean'`` the
-    mean over real steps.
+    sequence (as ``pad_sequences`` lays it out), so that a real step never
+    follows a padded one through the recurrence: such an input is rejected.
+    ``pooling='last'`` (default) takes each sample's output at its last real
+    step, the usual summary of a recurrent encoder; ``'mean'`` the mean over
+    real steps.
 
     Init (construction and ``init_weights``): PyTorch's default recurrent init
     (uniform in ``+-1/sqrt(hidden_channels)``), nothing on top.
@@ -71,7 +67,7 @@ class RecurrentEncoder(SequenceEncoder):
         for i in range(num_layers):
             if i and dropout > 0:
                 layers.append(nn.Dropout(dropout))
-            layers.append(PackedRNNStep(self.rnn_type(
+            layers.append(RNNStep(self.rnn_type(
                 in_channels if i == 0 else hidden_channels, hidden_channels, batch_first=True)))
         self.layers = nn.Sequential(*layers)
         self.out_channels = hidden_channels
@@ -81,7 +77,7 @@ class RecurrentEncoder(SequenceEncoder):
         stages: List[List[nn.Module]] = [[]]
         for layer in self.layers:
             stages[-1].append(layer)
-            if isinstance(layer, PackedRNNStep):
+            if isinstance(layer, RNNStep):
                 stages.append([])
         return stages[:-1]
 
