@@ -52,7 +52,7 @@ class SequenceEncoder(BaseEncoder):
         self.keep_steps = keep_steps
 
     def prepare(self, x: Union[PaddedSequence, torch.Tensor]) -> torch.Tensor:
-        """Args: x, a PaddedSequence or (B, T, in_channels). Returns the step tensor (B, T, D + 1)."""
+        """Args: x, a PaddedSequence or (B, T, in_channels). Returns: (B, T, in_channels + 1)."""
         return to_steps(x, self.in_channels, type(self).__name__)
 
     def pool(self, h: torch.Tensor) -> torch.Tensor:

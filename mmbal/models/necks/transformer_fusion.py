@@ -12,7 +12,7 @@ from .step_fusion import StepFusion
 
 @MODELS.register_module()
 class TransformerFusion(StepFusion):
-    """Modality tokens (projected steps + a learned modality embedding) through a shared transformer.
+    """Modality tokens (projected steps + a learned modality embedding), one shared transformer.
 
     The tokens of all modalities are concatenated along time with their masks
     and run through ``num_layers`` self-attention blocks shared by all
