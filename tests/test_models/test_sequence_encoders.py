@@ -173,3 +173,18 @@ def test_bad_inputs_are_named_errors():
         TransformerEncoder(D, keep_steps='yes')
     with pytest.raises(ValueError, match='embed_dims=6 is not divisible by num_heads=4'):
         TransformerEncoder(D, embed_dims=6, num_heads=4)
+
+
+def test_a_stage_restores_from_an_encoder_snapshot():
+    """The D&R use: reset the parameters of one Transformer block from an init snapshot."""
+    enc = build('transformer')
+    snapshot = {k: v.clone() for k, v in enc.state_dict().items()}
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.add_(1.0)
+    stage = enc.stage_module(1)
+    stage.load_state_dict({k: snapshot[k] for k in stage.state_dict()})
+    keys = set(stage.state_dict())
+    assert keys and all(k.startswith('layers.1.') for k in keys)
+    for k, v in enc.state_dict().items():
+        assert torch.equal(v, snapshot[k]) == (k in keys), k
