@@ -15,6 +15,11 @@ Two layouts appear here:
   frames: the frames folded into the batch, ``(B*T, C, H, W)``).
   ``to_module_layout`` / ``from_module_layout`` convert; they are the identity
   for encoders without a fold.
+
+Sequence encoders (``SequenceEncoder``) carry the padding mask inside the
+stage layout: a step tensor ``(B, T, C + 1)``, the features of each step then a
+validity channel (``mmbal.structures.step_features``), so every stage input
+and output stays one plain tensor.
 """
 from abc import abstractmethod
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple

@@ -9,6 +9,30 @@ from mmbal.registry import MODELS
 from .base_encoder import BaseEncoder
 
 
+def linear_stack(in_channels: int, out_channels: int, hidden_channels: Sequence[int] = (),
+                 dropout: float = 0.0) -> nn.Sequential:
+    """``Linear, ReLU[, Dropout]`` per hidden size, then the output ``Linear``."""
+    layers: List[nn.Module] = []
+    prev = in_channels
+    for width in hidden_channels:
+        layers += [nn.Linear(prev, width), nn.ReLU(inplace=True)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        prev = width
+    layers.append(nn.Linear(prev, out_channels))
+    return nn.Sequential(*layers)
+
+
+def linear_stages(layers: nn.Sequential) -> List[List[nn.Module]]:
+    """Stages of a ``linear_stack``: each Linear opens one, the layers after it join it."""
+    stages: List[List[nn.Module]] = []
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            stages.append([])
+        stages[-1].append(layer)
+    return stages
+
+
 @MODELS.register_module()
 class MLPEncoder(BaseEncoder):
     """Linear-ReLU stack mapping ``(B, in_channels)`` to ``(B, out_channels)``.
@@ -32,26 +56,12 @@ class MLPEncoder(BaseEncoder):
                  hidden_channels: Sequence[int] = (), dropout: float = 0.0,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
-        layers = []
-        prev = in_channels
-        for width in hidden_channels:
-            layers += [nn.Linear(prev, width), nn.ReLU(inplace=True)]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            prev = width
-        layers.append(nn.Linear(prev, out_channels))
-        self.layers = nn.Sequential(*layers)
+        self.layers = linear_stack(in_channels, out_channels, hidden_channels, dropout)
         self.in_channels = in_channels
         self.out_channels = out_channels
 
     def stage_members(self) -> List[List[nn.Module]]:
-        # Each Linear opens a stage; the layers after it up to the next Linear join it.
-        stages: List[List[nn.Module]] = []
-        for layer in self.layers:
-            if isinstance(layer, nn.Linear):
-                stages.append([])
-            stages[-1].append(layer)
-        return stages
+        return linear_stages(self.layers)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (B, in_channels) or (B, ...) flattened to it. Returns (B, in_channels)."""
