@@ -263,7 +263,7 @@ def test_three_modalities_ensemble_order_and_previous_stage():
     # consolidation against the previous stage's modality (visual):
     # p = 1/3 each, r = softmax([0, 1, 0]) = [0.211942, 0.576117, 0.211942]
     # MSE = ((1/3 - 0.211942)^2 * 2 + (1/3 - 0.576117)^2) / 3 = 0.029472; alpha 0.5
-    close(log["loss_ga"], 0.5 * 0.0294719)
+    close(log['loss_ga'], 0.5 * 0.0294719)
     assert all(grads[n] is None for n in grads if not n.startswith(('encoders.audio.',
                                                                    'fusion.fc.')))
 

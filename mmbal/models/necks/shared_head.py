@@ -74,7 +74,7 @@ def batch_entropy_weights(logits: Dict[str, torch.Tensor]) -> torch.Tensor:
 
 def build_shared_head(in_channels: int, num_classes: int,
                       hidden_channels: Optional[int]) -> nn.Module:
-    """``Linear(d, C)``, or ``Linear(d, hidden) -> ReLU -> Linear(hidden, C)`` (ReconBoost's head)."""
+    """``Linear(d, C)``, or ReconBoost's ``Linear(d, hidden) -> ReLU -> Linear(hidden, C)``."""
     if hidden_channels is None:
         return nn.Linear(in_channels, num_classes)
     return nn.Sequential(nn.Linear(in_channels, hidden_channels), nn.ReLU(),
