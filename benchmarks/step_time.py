@@ -123,6 +123,16 @@ VARIANTS: Dict[str, dict] = {
                             'head gradient projection)',
                 cfg=dict(model=dict(fusion=dict(type='SharedHeadFusion'), head=None)),
                 custom_hooks=[dict(type='MLAHook')]),
+    # ReconBoost changes the model (the shared head with beta) and, in its boosting phase, trains
+    # one encoder while the others run under no_grad as targets (pretrained: they are in the
+    # ensemble from the start); epochs_per_stage keeps every timed block in that phase.
+    'reconboost': dict(description='mmbal + ReconBoostHook, boosting phase (one trained '
+                                   'encoder, the other encoded as target)',
+                       cfg=dict(model=dict(fusion=dict(type='SharedHeadFusion',
+                                                       eval_fusion='boost', boost_rate=1.0),
+                                           head=None)),
+                       custom_hooks=[dict(type='ReconBoostHook', epochs_per_stage=10**6,
+                                          pretrained=True)]),
     # AIM rows: the class means come from one pass over the synthetic set (its items are
     # already tensors: an empty pipeline), untimed in before_train. switch_epoch 0 times the
     # L_mod phase (the blocks re-run with a graph); 'aim_pre' the phase before E.

@@ -9,6 +9,8 @@ from .mmpareto_hook import MMParetoHook
 from .ogm_ge_hook import OGMGEHook
 from .pdmp_hook import PDMPHook
 from .pmr_hook import PMRHook
+from .reconboost_hook import ReconBoostHook
 
 __all__ = ['BaseBalanceHook', 'PDMPHook', 'OGMGEHook', 'ARLHook', 'G2DHook', 'MMParetoHook',
-           'MLAHook', 'AIMHook', 'PMRHook', 'AGMHook', 'SafeCheckpointHook']
+           'MLAHook', 'AIMHook', 'PMRHook', 'AGMHook', 'ReconBoostHook',
+           'SafeCheckpointHook']

@@ -8,6 +8,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import MessageHub
 from mmengine.model import is_model_wrapper
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from mmbal.engine.step import BalanceTerms, PassPlan, StepContext
 
@@ -93,6 +94,21 @@ class BaseBalanceHook(Hook):
                 raise ValueError(f'{type(self).__name__}: {what}={name!r} is not a modality of '
                                  f'the model; it has {model.modalities}')
         return names
+
+    def check_find_unused_parameters(self, runner, why: str) -> None:
+        """Refuse a DDP wrapper that does not look for unused parameters.
+
+        A method whose passes leave some parameters out of the loss (``why`` says
+        which) needs ``find_unused_parameters=True``, or DDP waits for their
+        gradients forever.
+        """
+        model = runner.model
+        if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
+            raise ValueError(
+                f'{type(self).__name__} {why}; set model_wrapper_cfg=dict(type='
+                "'MMDistributedDataParallel', find_unused_parameters=True) in the config "
+                f'(the model is wrapped in {type(model).__name__} with '
+                'find_unused_parameters=False)')
 
     # --- method-owned modules -------------------------------------------------
     def build_modules(self, model) -> Optional[nn.Module]:

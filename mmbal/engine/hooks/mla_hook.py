@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from mmbal.balance.functional import EPS, all_reduce_sum
 from mmbal.engine.step import BalanceTerms, PassPlan, StepContext
@@ -199,14 +198,9 @@ class MLAHook(BaseBalanceHook):
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
-        model = runner.model
-        if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
-            raise ValueError(
-                'MLAHook trains one modality per sub-step, so under DDP the other encoders '
-                'are unused in that pass; set model_wrapper_cfg=dict(type='
-                "'MMDistributedDataParallel', find_unused_parameters=True) in the config "
-                f'(the model is wrapped in {type(model).__name__} with '
-                'find_unused_parameters=False)')
+        self.check_find_unused_parameters(
+            runner, 'trains one modality per sub-step, so under DDP the other encoders are '
+            'unused in that pass')
         counts = getattr(runner.optim_wrapper, '_accumulative_counts', 1)
         if counts > 1:
             raise ValueError(f'MLAHook takes one optimizer step per modality per batch, which '
