@@ -32,6 +32,11 @@ class PassPlan:
             the forward. Under DDP with ``find_unused_parameters=True`` (needed
             by sub-steps) every parameter a loss uses must be used inside the
             forward, so a method that trains on per-modality logits asks here.
+        isolated: Modalities whose features in this pass must carry no
+            information from the other modalities' inputs. Only an in-encoder
+            fusion mixes modalities before the features (``MMTMFusion``: these
+            modalities get its running-average excitation, Greedy's re-balancing
+            step); for every other model it changes nothing.
         name: Prefix of this pass's log keys when a step has several passes.
     """
 
@@ -39,6 +44,7 @@ class PassPlan:
     target_only: Sequence[str] = ()
     base_loss: bool = True
     logits: Optional[str] = None
+    isolated: Sequence[str] = ()
     name: str = ''
 
 

@@ -42,6 +42,7 @@ class MLPEncoder(BaseEncoder):
         layers.append(nn.Linear(prev, out_channels))
         self.layers = nn.Sequential(*layers)
         self.in_channels = in_channels
+        self.hidden_channels = list(hidden_channels)
         self.out_channels = out_channels
 
     def stage_members(self) -> List[List[nn.Module]]:
@@ -52,6 +53,9 @@ class MLPEncoder(BaseEncoder):
                 stages.append([])
             stages[-1].append(layer)
         return stages
+
+    def stage_channels(self) -> List[int]:
+        return [*self.hidden_channels, self.out_channels]
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (B, in_channels) or (B, ...) flattened to it. Returns (B, in_channels)."""
