@@ -90,6 +90,9 @@ def test_edit_grads_measures_the_declared_groups_by_hand():
     torch.testing.assert_close(hook.bypass_sum, torch.tensor(byp, dtype=torch.float64))
     assert hook._pending['bdr_audio'] == pytest.approx(math.log10(byp[0] / 0.25))
     assert hook.curation_left == 0  # epoch 0 is the warm-up
+    hook.edit_grads(ctx_for(model))  # cumulative: a second step adds, nothing is reset
+    torch.testing.assert_close(hook.main_sum, torch.tensor([0.5, 0.5], dtype=torch.float64))
+    torch.testing.assert_close(hook.bypass_sum, 2 * torch.tensor(byp, dtype=torch.float64))
 
 
 def test_branch_losses_replace_the_base_loss():
@@ -143,7 +146,7 @@ def test_a_decision_acts_from_the_next_step_for_q_steps():
     assert plans[1:6] == [cared] * 5 and plans[6] == []
     # d at steps 0 and 6 only; threshold 0, so step 6 decides again and step 7 re-balances
     assert measured == [True] + [False] * 5 + [True, False] and len(plans[7]) == 1
-    assert excited == [False] * 5  # isolated: the cared excitation is out of the graph
+    assert excited == [False] * 6  # isolated: the cared excitation is out of the graph
     never = GreedyHook(threshold=1e9, warmup_epochs=0)
     assert all(p == [] for p in run_steps(never, 3)[1])
 
