@@ -196,6 +196,13 @@ def test_bad_arguments_are_refused(kwargs, message):
 
 
 def test_models_without_the_declared_groups_are_refused():
+    one = MODELS.build(dict(type='MultimodalClassifier',
+                            encoders=dict(audio=dict(type='MLPEncoder', in_channels=3,
+                                                     out_channels=4)),
+                            fusion=dict(type='LateFusion', num_classes=3), head=None))
+    with pytest.raises(ValueError, match=r"balances modalities against each other; the model "
+                                         r"has \['audio'\]"):
+        GreedyHook().setup(one)
     with pytest.raises(TypeError, match=r"needs an in-encoder fusion .*MMTMFusion"):
         GreedyHook().setup(tiny_classifier())
     concat = MODELS.build(dict(

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from mmbal.models import BaseEncoder
 from mmbal.models.necks.mmtm import MMTM, excite, squeeze
 from mmbal.registry import MODELS
 
@@ -161,3 +162,29 @@ def test_a_pass_must_train_every_modality():
         model.run(x, isolated=['depth'])
     with pytest.raises(ValueError, match='leaves no squeeze unit'):
         mmtm_model(ratio=100)
+
+
+def test_encoders_must_declare_matching_stage_channels():
+    with pytest.raises(ValueError, match=r"stage_channels\['audio'\]=\[2, 9\] but the stages of "
+                                         r"encoder 'audio' outputs \[2, 2\] channels"):
+        mmtm_model(stage_channels=dict(audio=[2, 9], visual=[2, 3]))
+
+    class NoChannels(BaseEncoder):
+        out_channels = 2
+
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(2, 2)
+
+        def stage_members(self):
+            return [[self.fc]]
+
+        def prepare(self, x):
+            return x
+
+        def pool(self, h):
+            return h
+
+    with pytest.raises(NotImplementedError, match='NoChannels does not declare its stage '
+                                                  'channels'):
+        NoChannels().stage_channels()

@@ -3,8 +3,9 @@
 A hook never runs the loop. The step asks it, at fixed points, for:
 
 * a :class:`PassPlan` list (before any forward): which modalities each pass
-  trains, which are only targets, whether the base loss is on, and whether a
-  pass ends in its own optimizer step (sub-steps);
+  trains, which are only targets, which get no information from the others,
+  whether the base loss is on, and whether a pass ends in its own optimizer
+  step (sub-steps);
 * :class:`BalanceTerms` (after each forward): gate coefficients and noise for
   that pass, extra losses, and requests for per-loss gradients;
 * gradient edits (after backward and AMP unscale, before clipping), with the
