@@ -1,7 +1,7 @@
-# Greedy on CREMA-D. The reference has no CREMA-D setting (it trains ModelNet40, Colored-MNIST and
-# NVGesture); the model is the reference's (ResNet18 branches with their own classifiers, MMTM
-# after stages 1, 2, 3, ratio 4) and the hook's values are the reference's (threshold 0.01,
-# 5 re-balancing steps, one warm-up epoch), on mmbal's audio-visual protocol (ours): ResNet18
+# Greedy on CREMA-D. The reference trains none of our datasets (ModelNet40, Colored-MNIST,
+# NVGesture). The model is the reference's (ResNet18 branches with their own classifiers,
+# MMTM after stages 1, 2, 3, ratio 4) and so are the hook's values (threshold 0.01, 5
+# re-balancing steps, one warm-up epoch), on mmbal's audio-visual protocol (ours): ResNet18
 # from scratch, batch 64, SGD lr 1e-3, momentum 0.9, wd 1e-4, 100 epochs, StepLR(70, 0.1).
 # BalanceBenchmark uses threshold 0.001 and no warm-up (docs/methods/greedy.md).
 _base_ = [
