@@ -133,6 +133,14 @@ VARIANTS: Dict[str, dict] = {
                                            head=None)),
                        custom_hooks=[dict(type='ReconBoostHook', epochs_per_stage=10**6,
                                           pretrained=True)]),
+    # Greedy changes the model (MMTM blocks between the encoders' stages 1-3, one classifier
+    # per branch) and reads every gradient after backward; no warm-up, so that re-balancing
+    # steps (the cared branch on its running-average excitation) are timed too.
+    'greedy': dict(description='mmbal + GreedyHook (MMTMFusion after stages 1-3, LateFusion, '
+                               'speed ratios after backward, no warm-up)',
+                   cfg=dict(model=dict(encoder_fusion=dict(type='MMTMFusion', stages=(1, 2, 3)),
+                                       fusion=dict(type='LateFusion'), head=None)),
+                   custom_hooks=[dict(type='GreedyHook', warmup_epochs=0)]),
     # AIM rows: the class means come from one pass over the synthetic set (its items are
     # already tensors: an empty pipeline), untimed in before_train. switch_epoch 0 times the
     # L_mod phase (the blocks re-run with a graph); 'aim_pre' the phase before E.

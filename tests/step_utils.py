@@ -19,6 +19,20 @@ def tiny_classifier(seed: int = 0):
         fusion=dict(type='ConcatFusion'), head=dict(type='LinearClsHead', num_classes=3)))
 
 
+def tiny_mmtm_classifier(seed: int = 0):
+    """Greedy's model in small: MLP branches (audio 3 -> 5 -> 4, visual 2 -> 3 -> 3), one
+    MMTM block after stage 0 (5 + 3 channels, squeeze width 4), late fusion of 3 classes."""
+    torch.manual_seed(seed)
+    return MODELS.build(dict(
+        type='MultimodalClassifier',
+        encoders=dict(audio=dict(type='MLPEncoder', in_channels=3, out_channels=4,
+                                 hidden_channels=(5, )),
+                      visual=dict(type='MLPEncoder', in_channels=2, out_channels=3,
+                                  hidden_channels=(3, ))),
+        encoder_fusion=dict(type='MMTMFusion', stages=(0, )),
+        fusion=dict(type='LateFusion', num_classes=3), head=None))
+
+
 def sgd_wrapper(model, lr: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0,
                 **wrapper_kw) -> OptimWrapper:
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,

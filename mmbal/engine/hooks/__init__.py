@@ -4,6 +4,7 @@ from .arl_hook import ARLHook
 from .base_balance_hook import BaseBalanceHook
 from .checkpoint_hook import SafeCheckpointHook
 from .g2d_hook import G2DHook
+from .greedy_hook import GreedyHook
 from .mla_hook import MLAHook
 from .mmpareto_hook import MMParetoHook
 from .ogm_ge_hook import OGMGEHook
@@ -12,5 +13,5 @@ from .pmr_hook import PMRHook
 from .reconboost_hook import ReconBoostHook
 
 __all__ = ['BaseBalanceHook', 'PDMPHook', 'OGMGEHook', 'ARLHook', 'G2DHook', 'MMParetoHook',
-           'MLAHook', 'AIMHook', 'PMRHook', 'AGMHook', 'ReconBoostHook',
+           'MLAHook', 'AIMHook', 'PMRHook', 'AGMHook', 'ReconBoostHook', 'GreedyHook',
            'SafeCheckpointHook']

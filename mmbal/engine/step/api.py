@@ -3,8 +3,9 @@
 A hook never runs the loop. The step asks it, at fixed points, for:
 
 * a :class:`PassPlan` list (before any forward): which modalities each pass
-  trains, which are only targets, whether the base loss is on, and whether a
-  pass ends in its own optimizer step (sub-steps);
+  trains, which are only targets, which get no information from the others,
+  whether the base loss is on, and whether a pass ends in its own optimizer
+  step (sub-steps);
 * :class:`BalanceTerms` (after each forward): gate coefficients and noise for
   that pass, extra losses, and requests for per-loss gradients;
 * gradient edits (after backward and AMP unscale, before clipping), with the
@@ -32,6 +33,11 @@ class PassPlan:
             the forward. Under DDP with ``find_unused_parameters=True`` (needed
             by sub-steps) every parameter a loss uses must be used inside the
             forward, so a method that trains on per-modality logits asks here.
+        isolated: Modalities whose features in this pass must carry no
+            information from the other modalities' inputs. Only an in-encoder
+            fusion mixes modalities before the features (``MMTMFusion``: these
+            modalities get its running-average excitation, Greedy's re-balancing
+            step); for every other model it changes nothing.
         name: Prefix of this pass's log keys when a step has several passes.
     """
 
@@ -39,6 +45,7 @@ class PassPlan:
     target_only: Sequence[str] = ()
     base_loss: bool = True
     logits: Optional[str] = None
+    isolated: Sequence[str] = ()
     name: str = ''
 
 

@@ -5,7 +5,8 @@ One batch::
     plan      = the passes of this batch          (one, unless a method asks for sub-steps)
     preprocess the batch once
     for each pass in plan:
-      1. forward             model(inputs, mode='outputs', trainable, target_only, logits)
+      1. forward             model(inputs, mode='outputs', trainable, target_only, logits,
+                             isolated)
                              through DDP; the base loss (unless the plan switches it off)
       2. methods, per pass   hook.after_forward(ctx, outputs, samples) -> BalanceTerms:
                              gate coefficients and noise on *this pass's* gates,
@@ -120,7 +121,7 @@ class BalanceTrainStep:
                 # 1. forward, and the model's own loss
                 outputs = self.model(data['inputs'], samples, mode='outputs',
                                      trainable=plan.trainable, target_only=plan.target_only,
-                                     logits=plan.logits)
+                                     logits=plan.logits, isolated=plan.isolated)
                 losses = self.module.loss(outputs, samples) if plan.base_loss else {}
                 # 2. the methods' per-pass calls
                 terms = [(hook, hook.after_forward(ctx, outputs, samples) or BalanceTerms())

@@ -99,6 +99,14 @@ class BaseEncoder(BaseModule):
         """Number of stages (AIM's blocks, D&R's re-init units)."""
         return len(self.stage_members())
 
+    def stage_channels(self) -> List[int]:
+        """Channels of each stage's output: dim 1 of the module layout (MMTM's squeeze).
+
+        Encoders that do not declare them cannot carry in-encoder fusion.
+        """
+        raise NotImplementedError(f'{type(self).__name__} does not declare its stage '
+                                  f'channels (stage_channels)')
+
     def stage_modules(self) -> List[EncoderStage]:
         """One ``EncoderStage`` view per stage, built on the fly (module layout)."""
         return self._views(self.stage_members())

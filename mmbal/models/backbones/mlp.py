@@ -58,10 +58,14 @@ class MLPEncoder(BaseEncoder):
         super().__init__(init_cfg=init_cfg)
         self.layers = linear_stack(in_channels, out_channels, hidden_channels, dropout)
         self.in_channels = in_channels
+        self.hidden_channels = list(hidden_channels)
         self.out_channels = out_channels
 
     def stage_members(self) -> List[List[nn.Module]]:
         return linear_stages(self.layers)
+
+    def stage_channels(self) -> List[int]:
+        return [*self.hidden_channels, self.out_channels]
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (B, in_channels) or (B, ...) flattened to it. Returns (B, in_channels)."""

@@ -100,6 +100,9 @@ class ResNet18(BaseEncoder):
     def stage_members(self) -> List[List[nn.Module]]:
         return [[self.stem, self.stages[0]]] + [[stage] for stage in self.stages[1:]]
 
+    def stage_channels(self) -> List[int]:
+        return [self.base_channels * 2**i for i in range(len(self.arch_blocks))]
+
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (B, C, H, W) or (B, C, T, H, W). Returns: (B, C, H, W) or (B, T, C, H, W)."""
         if x.dim() not in (4, 5):

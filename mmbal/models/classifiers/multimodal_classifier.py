@@ -46,13 +46,18 @@ class MultimodalClassifier(BaseModel):
         train_accuracy: Log batch accuracy of the fused output and of each
             modality every iteration.
         data_preprocessor: Cfg or module; defaults to ``MultimodalDataPreprocessor``.
+        encoder_fusion: In-encoder fusion cfg (``MMTMFusion``), or None: a module
+            that runs the encoders together, exchanging information between
+            their stages; ``stage_channels`` is filled from the encoders. Every
+            pass then encodes all modalities with gradient.
     """
 
     def __init__(self, encoders: Dict[str, dict], fusion: dict, head: Optional[dict] = None,
                  loss: dict = dict(type='CrossEntropyLoss'),
                  modality_logits: Optional[str] = 'analytic',
                  train_accuracy: bool = True,
-                 data_preprocessor: Optional[dict] = None, init_cfg=None) -> None:
+                 data_preprocessor: Optional[dict] = None,
+                 encoder_fusion: Optional[dict] = None, init_cfg=None) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(type='MultimodalDataPreprocessor')
         if isinstance(data_preprocessor, dict):
@@ -64,6 +69,12 @@ class MultimodalClassifier(BaseModel):
         self.modalities: List[str] = list(encoders)
         # mmengine's ModuleDict, so that init_weights() reaches the encoders.
         self.encoders = ModuleDict({m: MODELS.build(cfg) for m, cfg in encoders.items()})
+        self.encoder_fusion = None
+        if encoder_fusion is not None:
+            stage_channels = {m: enc.stage_channels() for m, enc in self.encoders.items()}
+            self.encoder_fusion = MODELS.build(_fill_channels(
+                encoder_fusion, 'stage_channels', stage_channels, encoder_fusion.get('type'),
+                'the stages of encoder'))
         dims = {m: enc.out_channels for m, enc in self.encoders.items()}
         fusion_cfg = _fill_channels(fusion, 'in_channels', dims, fusion.get('type'), 'encoder')
         self.fusion = MODELS.build(fusion_cfg)
@@ -106,11 +117,16 @@ class MultimodalClassifier(BaseModel):
                modalities: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
         """Encoder outputs ``{m: (B, C_m)}`` of ``modalities`` (default: all, config order)."""
         modalities = self.modalities if modalities is None else list(modalities)
+        if self.encoder_fusion is not None:
+            _check_inputs(inputs, self.modalities)
+            features = self.encoder_fusion(self.encoders, inputs)
+            return {m: features[m] for m in modalities}
         _check_inputs(inputs, modalities)
         return {m: self.encoders[m](inputs[m]) for m in modalities}
 
     def run(self, inputs: Dict[str, torch.Tensor], trainable: Optional[Sequence[str]] = None,
-            target_only: Sequence[str] = (), logits: Optional[str] = None) -> ModalityOutputs:
+            target_only: Sequence[str] = (), logits: Optional[str] = None,
+            isolated: Sequence[str] = ()) -> ModalityOutputs:
         """One forward pass, returning the record the training step and metrics read.
 
         Every trainable feature passes through a fresh gradient gate of this
@@ -125,20 +141,33 @@ class MultimodalClassifier(BaseModel):
                 neither list are not encoded at all.
             logits: Per-modality logit mode to compute now, inside the forward
                 (see ``PassPlan.logits``); otherwise they are computed on demand.
+            isolated: Modalities whose features must carry no information from
+                the other modalities' inputs (see ``PassPlan.isolated``); without
+                an in-encoder fusion every feature already does.
         """
         trainable = self.modalities if trainable is None else list(trainable)
         target_only = list(target_only)
-        unknown = [m for m in trainable + target_only if m not in self.modalities]
+        isolated = list(isolated)
+        unknown = [m for m in trainable + target_only + isolated if m not in self.modalities]
         if unknown:
             raise ValueError(f'modalities {unknown} are not encoded by this model '
                              f'({self.modalities})')
         _check_inputs(inputs, [m for m in self.modalities
                                if m in trainable or m in target_only])
         features, gates = {}, {}
+        encoded = None
+        if self.encoder_fusion is not None:
+            if sorted(trainable) != sorted(self.modalities) or target_only:
+                raise ValueError(
+                    f'{type(self.encoder_fusion).__name__} runs the encoders together, so '
+                    f'every pass trains all modalities {self.modalities}; this pass trains '
+                    f'{trainable} with target_only {target_only}')
+            encoded = self.encoder_fusion(self.encoders, inputs, isolated)
         for m in self.modalities:  # config order; each feature is gated as it is made
             if m in trainable:
                 gates[m] = GradientGate()
-                features[m] = gates[m](self.encoders[m](inputs[m]))
+                feature = self.encoders[m](inputs[m]) if encoded is None else encoded[m]
+                features[m] = gates[m](feature)
             elif m in target_only:
                 with torch.no_grad():
                     features[m] = self.encoders[m](inputs[m]).detach()
@@ -152,11 +181,12 @@ class MultimodalClassifier(BaseModel):
     def forward(self, inputs: Dict[str, torch.Tensor],
                 data_samples: Optional[Dict[str, torch.Tensor]] = None,
                 mode: str = 'tensor', trainable: Optional[Sequence[str]] = None,
-                target_only: Sequence[str] = (), logits: Optional[str] = None):
+                target_only: Sequence[str] = (), logits: Optional[str] = None,
+                isolated: Sequence[str] = ()):
         """``mode``: 'tensor' (fused logits), 'outputs' (the pass record the
         training step uses), 'loss' (base loss and train metrics, for plain
         MMEngine loops), 'predict' (per-sample results)."""
-        outputs = self.run(inputs, trainable, target_only, logits)
+        outputs = self.run(inputs, trainable, target_only, logits, isolated)
         if mode == 'outputs':
             return outputs
         if mode == 'tensor':

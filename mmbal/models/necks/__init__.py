@@ -5,6 +5,7 @@ from .cross_attention import CrossAttentionFusion
 from .film import FiLMFusion
 from .gated import GatedFusion
 from .late import LateFusion
+from .mmtm import MMTM, MMTMFusion
 from .se import SEFusion
 from .shared_head import SharedHeadFusion
 from .step_fusion import StepFusion
@@ -13,4 +14,4 @@ from .transformer_fusion import TransformerFusion
 
 __all__ = ['BaseFusion', 'ConcatFusion', 'SumFusion', 'LateFusion', 'FiLMFusion', 'GatedFusion',
            'SharedHeadFusion', 'CosineFusion', 'StepFusion', 'CrossAttentionFusion',
-           'TransformerFusion', 'SEFusion']
+           'TransformerFusion', 'SEFusion', 'MMTM', 'MMTMFusion']

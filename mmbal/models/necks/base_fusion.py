@@ -1,5 +1,5 @@
 """Base class of fusion necks: per-modality features in, one fused tensor out."""
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from mmengine.model import BaseModule
@@ -53,6 +53,10 @@ class BaseFusion(BaseModule):
             f'{type(self).__name__} has no analytic per-modality logits; '
             f"set the classifier's modality_logits='probe'")
 
+    def branch_parameters(self, m: str) -> List[nn.Parameter]:
+        """The parameters of modality ``m``'s own branch (``probe_is_branch`` fusions)."""
+        raise NotImplementedError(
+            f'{type(self).__name__} has no per-modality branches (probe_is_branch is False)')
 
     def branch_outputs(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Each present modality's own branch output (before any head), for branch probes."""

@@ -1,5 +1,5 @@
 """Late fusion: the mean of per-modality linear classifiers."""
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -40,6 +40,11 @@ class LateFusion(BaseFusion):
     def branch_outputs(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """``h_m(z_m)`` of every modality present in ``features`` (a pass may encode some)."""
         return {m: self.heads[m](features[m]) for m in self.modalities if m in features}
+
+    def branch_parameters(self, m: str) -> List[nn.Parameter]:
+        """The parameters of ``h_m``."""
+        self._check_modality(m, 'modality')
+        return list(self.heads[m].parameters())
 
     def analytic_logits(self, features: Dict[str, torch.Tensor],
                         head: Optional[nn.Module]) -> Dict[str, torch.Tensor]:
