@@ -120,15 +120,24 @@ def test_schedule_runs_before_epoch_kr_plus_one_only(monkeypatch):
                         or split)
     monkeypatch.setattr(hook, 'diagnose', lambda model, loaders, epoch: {'epoch': epoch,
                                                                           **loaders})
-    seen = []
-    monkeypatch.setattr(hook, 'relearn', lambda model, strengths, optimizer: seen.append(
-        strengths))
+    seen, optimizers = [], []
+
+    def relearn(model, strengths, optimizer):
+        seen.append(strengths)
+        optimizers.append(optimizer)
+
+    monkeypatch.setattr(hook, 'relearn', relearn)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     for epoch in range(90):
-        hook.before_train_epoch(fake_runner(tiny_classifier(), epoch=epoch))
+        hook.before_train_epoch(fake_runner(tiny_classifier(), epoch=epoch, optimizer=opt))
     assert [s['epoch'] for s in seen] == [21, 41, 61]
     assert all((s['train'], s['val']) == ('train', 'val') for s in seen)
     assert calls == [('train', 'eval'), ('val', 'eval')] * 3
     assert hook.last_reinit_epoch == 61
+    assert optimizers == [None] * 3  # momentum kept
+    hook.reset_momentum, hook.last_reinit_epoch = True, None
+    hook.before_train_epoch(fake_runner(tiny_classifier(), epoch=21, optimizer=opt))
+    assert optimizers[-1] is opt
 
 
 def test_end_to_end_purity_and_strength_of_the_spec_points():
@@ -139,27 +148,27 @@ def test_end_to_end_purity_and_strength_of_the_spec_points():
     assert relearn_strength(p_train, p_val, 3.0) == pytest.approx(0.905148, abs=1e-6)
 
 
-def test_diagnose_and_relearn_from_two_splits():
-    """The hook's own path: train/val loaders -> purities -> w -> the blended encoder."""
+def test_diagnose_and_relearn_from_two_splits_for_three_modalities():
+    """The hook's own path: train/val loaders -> purities -> w -> the blended encoder; every
+    modality on its own, so M = 3 works as M = 2."""
+    names = ('audio', 'visual', 'text')
     model = MODELS.build(dict(
         type='MultimodalClassifier',
-        encoders={m: dict(type='MLPEncoder', in_channels=2, out_channels=2)
-                  for m in ('audio', 'visual')},
+        encoders={m: dict(type='MLPEncoder', in_channels=2, out_channels=2) for m in names},
         fusion=dict(type='ConcatFusion'), head=dict(type='LinearClsHead', num_classes=3)))
     with torch.no_grad():  # z = x for both encoders
         for enc in model.encoders.values():
             enc.layers[0].weight.copy_(torch.eye(2))
             enc.layers[0].bias.zero_()
     x = torch.tensor(POINTS)
-    loaders = {s: [{'inputs': {'audio': x, 'visual': x}, 'data_samples': {'gt_label':
-                                                                         torch.tensor(y)}}]
+    loaders = {s: [{'inputs': {m: x for m in names},
+                    'data_samples': {'gt_label': torch.tensor(y)}}]
                for s, y in (('train', TRAIN_Y), ('val', VAL_Y))}
     hook = DRHook()
     hook.before_train(fake_runner(model))  # snapshot: the identity weights
     strengths = hook.diagnose(model, loaders, epoch=21)
     w = math.tanh(1.5)
-    assert strengths == {'audio': pytest.approx(w, abs=1e-12),
-                         'visual': pytest.approx(w, abs=1e-12)}
+    assert strengths == {m: pytest.approx(w, abs=1e-12) for m in names}
     assert float(hook._pending['purity_train_audio']) == 1.0
     assert float(hook._pending['purity_val_visual']) == 0.5
     with torch.no_grad():
