@@ -3,6 +3,7 @@ from .aim_hook import AIMHook
 from .arl_hook import ARLHook
 from .base_balance_hook import BaseBalanceHook
 from .checkpoint_hook import SafeCheckpointHook
+from .dr_hook import DRHook
 from .g2d_hook import G2DHook
 from .greedy_hook import GreedyHook
 from .mla_hook import MLAHook
@@ -13,5 +14,5 @@ from .pmr_hook import PMRHook
 from .reconboost_hook import ReconBoostHook
 
 __all__ = ['BaseBalanceHook', 'PDMPHook', 'OGMGEHook', 'ARLHook', 'G2DHook', 'MMParetoHook',
-           'MLAHook', 'AIMHook', 'PMRHook', 'AGMHook', 'ReconBoostHook', 'GreedyHook',
+           'MLAHook', 'AIMHook', 'PMRHook', 'AGMHook', 'ReconBoostHook', 'GreedyHook', 'DRHook',
            'SafeCheckpointHook']
