@@ -144,6 +144,19 @@ def test_tvl1_is_used_where_opencv_has_it(ucf, tmp_path, monkeypatch):
     assert np.all(u == 128)
 
 
+def test_bad_run_arguments_are_named_before_any_work(ucf, tmp_path):
+    out = tmp_path / 'out'
+    with pytest.raises(ValueError, match=r"no audio.*spec_cache_dir='cache'"):
+        preprocess_ucf101(str(ucf.raw), str(out), opts=RunOptions(spec_cache_dir='cache', **QUIET))
+    with pytest.raises(ValueError, match=r"flow method must be one of \['auto', 'tvl1', "
+                       r"'farneback'\], got 'brox'"):
+        preprocess_ucf101(str(ucf.raw), str(out), flow_method='brox', opts=RunOptions(**QUIET))
+    with pytest.raises(FileNotFoundError, match=r"UCF-101' not found: expected a directory "
+                       r'holding UCF-101/<Class>/'):
+        preprocess_ucf101(str(tmp_path), str(out), opts=RunOptions(**QUIET))
+    assert not out.exists()
+
+
 def test_tvl1_asked_for_without_opencv_support_is_a_named_error(monkeypatch):
     monkeypatch.delattr(cv2, 'optflow', raising=False)
     with pytest.raises(RuntimeError, match='opencv-contrib-python'):
@@ -196,6 +209,27 @@ def test_reader_gives_rgb_and_the_flow_stack_of_the_base_config(ucf):
     assert sample['inputs']['rgb'].shape == (3, 3, 224, 224)
     assert sample['inputs']['flow'].shape == (10, 3, 224, 224)
     assert sample['data_samples']['gt_label'] == 0
+
+
+def test_the_ucf101_config_trains_a_step_on_the_produced_layout(ucf):
+    """configs/concat/concat_r18_ucf101.py's train pipeline and model (8 channels wide, 3
+    classes) on 2 produced videos: RandomResizedCrop of the 10-channel flow stack included."""
+    import torch
+    from mmengine.dataset import default_collate
+    from mmengine.optim import OptimWrapper
+
+    from mmbal.registry import MODELS
+    init_default_scope('mmbal')
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'concat' / 'concat_r18_ucf101.py'))
+    ds = UCF101Dataset(data_root=str(ucf.out), split='train', pipeline=cfg.train_pipeline,
+                       sample_cache=dict(mode='off'))
+    batch = default_collate([ds[i] for i in range(2)])
+    for encoder in cfg.model.encoders.values():
+        encoder.update(base_channels=8, init_cfg=None)
+    cfg.model.head.num_classes = 3
+    model = MODELS.build(cfg.model)
+    log = model.train_step(batch, OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3)))
+    assert torch.isfinite(log['loss']) and {'acc/rgb', 'acc/flow'} <= set(log)
 
 
 def test_flow_channels_are_u_v_interleaved_over_consecutive_frames(ucf):

@@ -345,7 +345,11 @@ def preprocess_ucf101(raw_root: str, out_root: str, list_dir: str | None = None,
         val_fraction, seed: The group-wise val carve.
         opts: Run options.
     """
+    import decord
     opts = opts or RunOptions()
+    if opts.spec_cache_dir:
+        raise ValueError(f'UCF101 has no audio, so there is no spectrogram cache to fill; got '
+                         f'spec_cache_dir={opts.spec_cache_dir!r} (leave it None)')
     if jpeg_quality < 1 or jpeg_quality > 100:
         raise ValueError(f'jpeg_quality must be in [1, 100], got {jpeg_quality}')
     if short_side < 0:
@@ -378,7 +382,7 @@ def preprocess_ucf101(raw_root: str, out_root: str, list_dir: str | None = None,
     settings = dict(dataset='ucf101', format_version=FORMAT_VERSION, flow=flow,
                     short_side=short_side, jpeg_quality=jpeg_quality, frame_name=FRAME_NAME)
     opts.log(f'UCF101: {len(jobs)} videos, {len(classes)} classes, flow method {method}')
-    extra = dict(classes=list(classes), flow=flow,
+    extra = dict(classes=list(classes), flow=flow, frame_decoder=f'decord {decord.__version__}',
                  split_settings=dict(seed=seed, val_fraction=val_fraction, val_by='group',
                                      splits=list(split_ids)))
     return finish(out_root, 'ucf101', settings, jobs, splits, write_split, lists, opts,
