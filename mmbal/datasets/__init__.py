@@ -9,8 +9,9 @@ from .cefa import CEFADataset
 from .clip_list_dataset import ClipListDataset
 from .crema_d import CremaDDataset
 from .kinetics_sounds import KineticsSoundsDataset
+from .ucf101 import UCF101Dataset
 from .vggsound import VGGSoundDataset
 
 __all__ = ['MultimodalDataset', 'AVDigitsDataset', 'ClipListDataset', 'KineticsSoundsDataset',
            'VGGSoundDataset', 'AVMNISTDataset', 'CEFADataset',
-           'CremaDDataset', 'AVEDataset']
+           'CremaDDataset', 'AVEDataset', 'UCF101Dataset']

@@ -229,6 +229,32 @@ def probe_cache(cfg, ctx):
     return out
 
 
+def probe_ucf101_split(cfg, ctx):
+    """The official split each built UCF101 dataset asks for (no data: the error names it)."""
+    out = {}
+    for split in SPLITS:
+        dataset_cfg = cfg[f'{split}_dataloader'].dataset
+        dataset_cfg.data_root = str(ctx['tmp_path'])
+        with pytest.raises(FileNotFoundError) as err:
+            DATASETS.build(dataset_cfg)
+        out[split] = re.search(r"splits/(split\d)/", str(err.value)).group(1)
+    return out
+
+
+def probe_init(cfg, ctx):
+    """Per encoder: the checkpoint its init_weights() asks for, or 'initialised' without one
+    (built 8 channels wide: the width does not change what init_cfg asks for)."""
+    out = {}
+    for name, encoder_cfg in cfg.model.encoders.items():
+        encoder = MODELS.build(dict(encoder_cfg, base_channels=8))
+        try:
+            encoder.init_weights()
+            out[name] = 'initialised'
+        except FileNotFoundError as err:
+            out[name] = re.search(r"checkpoint '([^']+)'", str(err)).group(1)
+    return out
+
+
 def opts(step):  # get_started.md's benchmark helper: DegradeImage at pipeline step `step`
     return [f'{s}_dataloader.dataset.pipeline.{step}.{k}' for s in SPLITS
             for k in ('noise_std=0.5', 'downscale=4')]
@@ -288,6 +314,24 @@ DOCUMENTED = [
       'custom_hooks.0.analysis=work_dirs/analysis_concat_r18_crema/analysis.json'],
      probe_hooks, {'0.dominant': None, '0.optim_dominant': None,
                    '0.analysis': 'work_dirs/analysis_concat_r18_crema/analysis.json'}),
+    ('pdmp-analysis-ucf101', [('configs/pdmp/pdmp_r18_ucf101.py',
+                               '--cfg-options custom_hooks.0.dominant=None')],
+     'configs/pdmp/pdmp_r18_ucf101.py',
+     ['custom_hooks.0.dominant=None', 'custom_hooks.0.optim_dominant=None',
+      'custom_hooks.0.analysis=work_dirs/analysis_concat_r18_ucf101/analysis.json'],
+     probe_hooks, {'0.dominant': None, '0.optim_dominant': None,
+                   '0.analysis': 'work_dirs/analysis_concat_r18_ucf101/analysis.json'}),
+    ('ucf101-split', [('configs/_base_/datasets/ucf101.py',
+                       '--cfg-options train_dataloader.dataset.split_id=2')],
+     'configs/_base_/datasets/ucf101.py',
+     [f'{s}_dataloader.dataset.split_id=2' for s in SPLITS], probe_ucf101_split,
+     {s: 'split2' for s in SPLITS}),
+    ('ucf101-scratch', [('configs/_base_/models/rgbflow_resnet18_concat.py',
+                         '--cfg-options model.encoders.rgb.init_cfg=None '
+                         'model.encoders.flow.init_cfg=None')],
+     'configs/concat/concat_r18_ucf101.py',
+     ['model.encoders.rgb.init_cfg=None', 'model.encoders.flow.init_cfg=None'], probe_init,
+     {'rgb': 'initialised', 'flow': 'initialised'}),
     ('g2d-tau', [('docs/methods/g2d.md', '"custom_hooks.0.tau=(1,2)"')],
      'configs/g2d/g2d_r18_avdigits.py',
      ['custom_hooks.0.tau=(1,2)', 'custom_hooks.0.cache=False'], probe_hooks,

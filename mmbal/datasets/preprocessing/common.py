@@ -94,7 +94,8 @@ def exit_status(manifest: dict, strict: bool) -> int:
 def finish(out_root: str, dataset: str, settings: dict, jobs: Sequence[ClipJob],
            splits: Sequence[Split], write_split: Callable[[str, list, dict], str],
            lists: dict[str, str], opts: RunOptions, default_preset: str,
-           excluded: list[dict] | None = None, extra: dict | None = None) -> dict:
+           excluded: list[dict] | None = None, extra: dict | None = None,
+           process: Callable[[Any], dict] | None = None) -> dict:
     """Run the jobs, then write split files (complete runs only), cache and manifest.
 
     Args:
@@ -102,13 +103,16 @@ def finish(out_root: str, dataset: str, settings: dict, jobs: Sequence[ClipJob],
             kept row is ``(clip id, label, fields)``.
         lists: Input list files to hash into the manifest.
         excluded: Rows already left out while reading the lists (duplicates, ...).
+        process: Per-job conversion for jobs other than :class:`ClipJob` (see
+            :func:`~.runner.run_clips`).
 
     Returns:
         The manifest.
     """
     log = opts.log
     result: RunResult = run_clips(jobs, out_root, dataset, settings, workers=opts.workers,
-                                  limit=opts.limit, progress=opts.progress, log=log)
+                                  limit=opts.limit, progress=opts.progress, log=log,
+                                  process=process)
     excluded = list(excluded or [])
     broken = {b['id']: b for b in result.broken}
     membership: dict[str, set] = {}

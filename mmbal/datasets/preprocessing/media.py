@@ -103,6 +103,11 @@ class ClipJob:
             out.append(self.audio_source or self.video)
         return [p for p in dict.fromkeys(out) if p]
 
+    @property
+    def output_paths(self) -> list[str]:
+        """Files and folders a finished clip leaves (the runner checks and cleans these)."""
+        return [p for p in (self.frames_dir, self.audio_out) if p is not None]
+
 
 # ----------------------------------------------------------------- helpers
 def tmp_name(final: str) -> str:
@@ -335,13 +340,12 @@ def process_clip(job: ClipJob) -> dict:
     return record
 
 
-def outputs_present(job: ClipJob) -> bool:
-    """Cheap check (two ``stat`` calls) that a finished clip's outputs are still there."""
-    if job.frames_dir is not None and not os.path.isdir(job.frames_dir):
-        return False
-    if job.audio_out is not None and not os.path.isfile(job.audio_out):
-        return False
-    return True
+def outputs_present(job: Any) -> bool:
+    """Cheap check (one ``stat`` per output) that a finished clip's outputs are still there.
+
+    ``job`` is a :class:`ClipJob` or any job with ``output_paths`` (e.g. UCF101's).
+    """
+    return all(os.path.exists(p) for p in job.output_paths)
 
 
 __all__ = ['BrokenInputError', 'FrameSpec', 'ClipJob', 'extract_frames', 'decode_audio',

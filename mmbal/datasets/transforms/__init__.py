@@ -12,11 +12,12 @@ from .processing import (AddNoiseSNR, CenterCrop, DegradeImage, Normalize, Rando
                          RandomFlip, RandomResizedCrop, Resize)
 from .randomness import deterministic_prefix, is_random_transform, random_steps
 from .spectrogram import LoadAudioSpectrogram, ScipySpectrogram, Spectrogram
+from .stacked_frames import LoadStackedFrames
 
 __all__ = [
     'LoadAudio', 'LoadFrames', 'Spectrogram', 'ScipySpectrogram', 'LoadAudioSpectrogram',
     'Resize', 'RandomResizedCrop', 'CenterCrop', 'RandomCrop', 'RandomFlip', 'Normalize',
     'DegradeImage', 'AddNoiseSNR', 'PackMultimodalInputs', 'CropAudio', 'LoadModalityImage',
     'ScaleArray', 'MMBalTransform', 'is_random_transform', 'random_steps',
-    'deterministic_prefix'
+    'deterministic_prefix', 'LoadStackedFrames'
 ]

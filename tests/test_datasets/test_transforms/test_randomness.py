@@ -16,7 +16,8 @@ from mmengine.dataset import Compose
 
 from mmbal.balance.teachers import check_cacheable, is_random_transform, random_transforms
 from mmbal.datasets.transforms import (AddNoiseSNR, CenterCrop, CropAudio, DegradeImage,
-                                       LoadAudioSpectrogram, LoadFrames, MMBalTransform,
+                                       LoadAudioSpectrogram, LoadFrames, LoadStackedFrames,
+                                       MMBalTransform,
                                        Normalize, PackMultimodalInputs, RandomCrop, RandomFlip,
                                        RandomResizedCrop, Resize, ScaleArray, Spectrogram)
 from mmbal.datasets.transforms.randomness import (declared_randomness, deterministic_prefix,
@@ -34,7 +35,7 @@ DECLARED = {
     'RandomResizedCrop': True, 'CenterCrop': False, 'RandomCrop': True, 'RandomFlip': True,
     'Normalize': False, 'DegradeImage': False, 'AddNoiseSNR': False,
     'PackMultimodalInputs': False, 'CropAudio': 'property', 'LoadModalityImage': False,
-    'ScaleArray': False,
+    'ScaleArray': False, 'LoadStackedFrames': 'property',
 }
 
 
@@ -70,6 +71,12 @@ def test_the_base_class_gives_no_default():
 def test_load_frames_is_random_only_for_random_sampling_outside_test_mode(sampling):
     assert LoadFrames(sampling=sampling).is_random is (sampling == 'random')
     assert LoadFrames(sampling=sampling, test_mode=True).is_random is False
+
+
+@pytest.mark.parametrize('sampling', LoadFrames.SAMPLINGS)
+def test_load_stacked_frames_is_random_as_its_sampling(sampling):
+    assert LoadStackedFrames('flow', sampling=sampling).is_random is (sampling == 'random')
+    assert LoadStackedFrames('flow', sampling=sampling, test_mode=True).is_random is False
 
 
 def test_crop_audio_is_random_outside_test_mode():
