@@ -9,6 +9,7 @@ called, with an error naming the file and the global.
 """
 from __future__ import annotations
 
+import _compat_pickle
 import importlib
 import pickle
 from typing import Any, BinaryIO
@@ -47,6 +48,10 @@ class _DataUnpickler(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:
+        # Python 2 names (protocol 2 writes __builtin__), mapped as pickle does; no
+        # Python 3 module has such a name, so mapping always is safe
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         module = _RENAMED_MODULES.get(module, module)
         if (module, name) not in ALLOWED_GLOBALS:
             raise UnsafePickleError(
