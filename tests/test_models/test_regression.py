@@ -76,3 +76,20 @@ def test_regression_model_refuses_bad_combinations():
                           head=dict(type='LinearClsHead', num_classes=2), task='ranking'))
     with pytest.raises(ValueError, match='out_channels=0; expected an int >= 1'):
         MODELS.build(dict(type='LinearRegHead', in_channels=3, out_channels=0))
+
+
+def test_an_unset_regression_head_size_is_filled_from_the_data(tmp_path):
+    from affect_utils import write_affect_pickle
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmbal.utils import fill_num_classes
+    init_default_scope('mmbal')
+    data = dict(type='AffectDataset', dataset_name='mosi', split='train', task='regression',
+                ann_file=str(write_affect_pickle(tmp_path / 'mosi.pkl')),
+                sample_cache=dict(mode='off'))
+    cfg = Config(dict(model=dict(type='MultimodalClassifier', head=dict(type='LinearRegHead'),
+                                 fusion=dict(type='ConcatFusion')),
+                      train_dataloader=dict(dataset=data)))
+    fill_num_classes(cfg)  # the head's size is out_channels, not num_classes
+    assert cfg.model.head == dict(type='LinearRegHead', out_channels=1)
