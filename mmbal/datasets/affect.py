@@ -59,10 +59,11 @@ def sentiment_class(score: float, num_classes: int) -> int:
     return int(np.rint(np.clip(score, *SENTIMENT_RANGE))) + 3
 
 
-def first_nonzero_step(seq: np.ndarray) -> int | None:
-    """Index of the first time step with a non-zero entry of ``(T, D)``; None if all zero."""
-    rows = np.flatnonzero(np.any(seq != 0, axis=1))
-    return int(rows[0]) if rows.size else None
+def first_steps(arr: np.ndarray) -> np.ndarray:
+    """``(N,)`` index of each sample's first time step with a non-zero entry in an
+    ``(N, T, D)`` array; -1 for a sample that is all zero."""
+    rows = np.any(arr != 0, axis=2)
+    return np.where(rows.any(axis=1), rows.argmax(axis=1), -1)
 
 
 @DATASETS.register_module()
@@ -221,56 +222,65 @@ class AffectDataset(MultimodalDataset):
             return (value - low) / (high - low)
         return value
 
-    def _start(self, seqs: dict[str, np.ndarray], where: str) -> dict[str, int]:
-        """First kept step of each modality (``strip``); named error for an empty one."""
+    def _starts(self, arrays: dict[str, np.ndarray], kept: np.ndarray,
+                where) -> dict[str, np.ndarray]:
+        """``{m: (N,)}`` first kept step of each sample (``strip``); under ``strip='each'``
+        an all-zero modality of a ``kept`` sample is an error naming it (``where(i)``)."""
         if self.strip == 'none':
-            return {m: 0 for m in seqs}
+            return {m: np.zeros(len(kept), dtype=np.int64) for m in arrays}
         if self.strip == 'text':
-            start = first_nonzero_step(seqs['text'])
-            return {m: start for m in seqs}
-        starts = {m: first_nonzero_step(s) for m, s in seqs.items()}
-        empty = [m for m, s in starts.items() if s is None]
-        if empty:
-            raise ValueError(f"{type(self).__name__}: {where} has all-zero {empty} features; "
-                             "strip='each' needs at least one non-zero step per modality")
+            start = first_steps(arrays['text'])
+            return {m: start for m in arrays}
+        starts = {m: first_steps(a) for m, a in arrays.items()}
+        for m, start in starts.items():
+            empty = (start < 0) & kept
+            if empty.any():
+                raise ValueError(f"{type(self).__name__}: {where(int(np.argmax(empty)))} "
+                                 f"has all-zero {m!r} features; strip='each' needs at least "
+                                 'one non-zero step per modality')
         return starts
 
     def load_data_list(self) -> list[dict]:
         name = type(self).__name__
         arrays, labels, ids = self._split_arrays(safe_pickle_load(self.ann_file))
-        data_list, dropped, zeroed = [], [], 0
         key = SPLIT_KEYS[self.split]
-        for i, sample_id in enumerate(ids):
-            where = (f'sample {i} (id {_plain_id(sample_id)!r}) of split {key!r} of '
-                     f'{self.ann_file!r}')
-            seqs = {m: np.asarray(a[i], dtype=np.float32) for m, a in arrays.items()}
-            bad = {m: int((~np.isfinite(s)).sum()) for m, s in seqs.items()}
-            if any(bad.values()):
-                if self.nonfinite == 'error':
-                    raise ValueError(
-                        f'{name}: {where} has non-finite (NaN/inf) features '
-                        f'{ {m: n for m, n in bad.items() if n} }; expected finite values '
-                        "(nonfinite='zero' sets them to 0, as MultiBench does for audio)")
-                for m in seqs:
-                    seqs[m] = np.nan_to_num(seqs[m], nan=0.0, posinf=0.0, neginf=0.0)
-                zeroed += sum(bad.values())
-            if 'text' in seqs and first_nonzero_step(seqs['text']) is None:
-                if self.empty_text == 'error':
-                    raise ValueError(f"{name}: {where} has all-zero text features; expected "
-                                     "a non-empty utterance (empty_text='drop' skips such "
-                                     'samples, as MultiBench does, and logs them)')
-                dropped.append(sample_id)
-                continue
-            starts = self._start(seqs, where)
-            info = {m: np.ascontiguousarray(seqs[m][starts[m]:]) for m in self.modalities}
-            info['label'] = self._label(np.asarray(labels[i]), where)
-            info['sample_id'] = _plain_id(sample_id)
+
+        def where(i: int) -> str:
+            return (f'sample {i} (id {_plain_id(ids[i])!r}) of split {key!r} of '
+                    f'{self.ann_file!r}')
+
+        # whole-split array operations: one pass over the data per check
+        arrays = {m: np.asarray(a, dtype=np.float32) for m, a in arrays.items()}
+        bad = {m: (~np.isfinite(a)).sum(axis=(1, 2)) for m, a in arrays.items()}
+        zeroed = int(sum(int(b.sum()) for b in bad.values()))
+        if zeroed and self.nonfinite == 'error':
+            i = int(np.argmax(sum(bad.values()) > 0))
+            raise ValueError(
+                f'{name}: {where(i)} has non-finite (NaN/inf) features '
+                f'{ {m: int(b[i]) for m, b in bad.items() if b[i]} }; expected finite values '
+                "(nonfinite='zero' sets them to 0, as MultiBench does for audio)")
+        if zeroed:
+            arrays = {m: np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+                      for m, a in arrays.items()}
+        empty = (first_steps(arrays['text']) < 0 if 'text' in arrays
+                 else np.zeros(len(ids), dtype=bool))
+        if empty.any() and self.empty_text == 'error':
+            raise ValueError(f"{name}: {where(int(np.argmax(empty)))} has all-zero text "
+                             "features; expected a non-empty utterance (empty_text='drop' "
+                             'skips such samples, as MultiBench does, and logs them)')
+        starts = self._starts(arrays, ~empty, where)
+        data_list = []
+        for i in np.flatnonzero(~empty):
+            info = {m: np.ascontiguousarray(arrays[m][i, starts[m][i]:])
+                    for m in self.modalities}
+            info['label'] = self._label(np.asarray(labels[i]), where(i))
+            info['sample_id'] = _plain_id(ids[i])
             data_list.append(info)
+        dropped = [_plain_id(ids[i]) for i in np.flatnonzero(empty)]
         if dropped:
             print_log(f'{name}: dropped {len(dropped)} of {len(ids)} samples of split {key!r} '
                       f"of {self.ann_file!r} whose text is all zero (empty_text='drop'): "
-                      f'ids {[_plain_id(s) for s in dropped[:10]]}'
-                      f'{" ..." if len(dropped) > 10 else ""}',
+                      f'ids {dropped[:10]}{" ..." if len(dropped) > 10 else ""}',
                       logger='current', level=logging.WARNING)
         if zeroed:
             print_log(f"{name}: set {zeroed} non-finite feature values of split {key!r} of "

@@ -220,3 +220,16 @@ def test_pack_declares_sequences_instead_of_guessing(pkl):
         PackMultimodalInputs(('audio', ), label_type='str')
     out = PackMultimodalInputs(('audio', ), label_type='float')(dict(results, label=0.25))
     assert out['data_samples']['gt_label'] == 0.25
+
+
+def test_strip_each_names_an_all_zero_modality_but_ignores_dropped_samples(tmp_path):
+    split = affect_split([3, 2, 4], [1.0, -1.0, 2.0])
+    split['text'][1] = 0  # dropped below
+    split['vision'][1] = 0
+    path = write_affect_pickle(tmp_path / 'each0.pkl', {'train': split})
+    assert len(build(path, strip='each', empty_text='drop')) == 2
+    split['vision'][2] = 0
+    write_affect_pickle(tmp_path / 'each0.pkl', {'train': split})
+    with pytest.raises(ValueError, match=r"sample 2 \(id 'clip0_2'\).*all-zero 'visual' "
+                                         r"features; strip='each'"):
+        build(path, strip='each', empty_text='drop')
