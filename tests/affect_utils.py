@@ -1,4 +1,4 @@
-"""Tiny affect pickles in MultiBench's schema (synthetic values) and a sequence encoder for tests."""
+"""Tiny affect pickles in MultiBench's schema (synthetic values), a sequence encoder for tests."""
 import pickle
 from pathlib import Path
 from typing import Dict, Optional, Sequence

@@ -180,7 +180,8 @@ def test_bad_shapes_counts_and_arguments_are_named(tmp_path, pkl):
         build(pkl, num_classes=5)
     with pytest.raises(ValueError, match='label_range scales regression targets'):
         build(pkl, label_range=(-3, 3))
-    with pytest.raises(ValueError, match=r'sample 0 .* has score 2.4, outside label_range \[-2.0, 2.0\]'):
+    with pytest.raises(ValueError,
+                       match=r'sample 0 .* has score 2.4, outside label_range \[-2.0, 2.0\]'):
         build(pkl, task='regression', label_range=(-2, 2))
     with pytest.raises(FileNotFoundError, match="annotation file .*missing.pkl' not found"):
         build(tmp_path / 'missing.pkl')

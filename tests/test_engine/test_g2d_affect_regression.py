@@ -66,3 +66,38 @@ def test_g2d_regression_trains_on_affect_sequences(loader, one_thread):
                                before[f'fusion.heads.{prioritized[0]}.weight'])
     stepper(batches[0]['inputs'], batches[0]['data_samples'], epoch=2, it=2)
     assert hook._pending['phase'] == 3 and all(hook._pending[f'k_{m}'] == 1.0 for m in MODS)
+
+
+@pytest.mark.slow
+def test_g2d_regression_config_runs_through_the_runner(tmp_path):
+    """configs/g2d/g2d-reg_transformer_mosi.py (tiny encoders, teachers from checkpoint
+    files) trains 2 epochs, validates with AffectRegressionMetric, keeps the best val MAE."""
+    from pathlib import Path
+
+    from mmengine.config import Config
+
+    from mmbal.engine import build_runner
+    init_default_scope('mmbal')
+    write_affect_pickle(tmp_path / 'mosi.pkl')
+    cfg = Config.fromfile(str(Path(__file__).resolve().parents[2] / 'configs' / 'g2d' /
+                              'g2d-reg_transformer_mosi.py'))
+    cfg.model.encoders = ENC
+    teachers = {}
+    for m in MODS:
+        path = tmp_path / f'teacher_{m}.pth'
+        torch.save({'state_dict': MODELS.build(default_teacher_model(ENC[m], m, 1)).state_dict()},
+                   path)
+        teachers[m] = str(path)
+    cfg.custom_hooks[0].update(tau=(1, 1, 0), analysis=None, teacher_checkpoints=teachers)
+    for split in ('train', 'val', 'test'):
+        loader = cfg[f'{split}_dataloader']
+        loader.dataset.update(data_root=str(tmp_path), ann_file='mosi.pkl')
+        loader.update(num_workers=0, persistent_workers=False, batch_size=4)
+    cfg.auto_scale_lr.base_batch_size = 4
+    cfg.train_cfg.max_epochs = 2
+    cfg.work_dir = str(tmp_path / 'work')
+    runner = build_runner(cfg, cfg.filename)
+    runner.train()
+    metrics = runner.test()
+    assert {'mae/fused', 'corr/fused', 'acc2_non0/fused', 'f1_has0/text'} <= set(metrics)
+    assert list((tmp_path / 'work').glob('best_mae_fused_epoch_*.pth'))
