@@ -53,7 +53,7 @@ def test_loss_train_log_and_predict_report_the_prediction():
     data = {'gt_label': Y, 'sample_idx': torch.arange(5)}
     out = model(X, data, mode='loss')
     f = model(X, mode='tensor').detach().view(-1)
-    assert float(out['loss']) == pytest.approx(float(F.mse_loss(torch.sigmoid(f), Y)), rel=1e-5)
+    assert float(out['loss'].detach()) == pytest.approx(float(F.mse_loss(torch.sigmoid(f), Y)), rel=1e-5)
     assert out['mae/fused'] == pytest.approx(float((torch.sigmoid(f) - Y).abs().mean()),
                                              rel=1e-5)
     assert {'mae/audio', 'mae/visual'} <= set(out) and not any('acc' in k for k in out)
