@@ -20,10 +20,9 @@ import numpy as np
 import torch
 from mmengine.evaluator import BaseMetric
 
+from mmbal.datasets.affect import SENTIMENT_RANGE
 from mmbal.registry import METRICS
 from .multimodal_accuracy import FUSED, class_f1, modality_names
-
-SENTIMENT_RANGE = (-3.0, 3.0)
 
 
 def _value(x: Any, what: str) -> float:
