@@ -1,6 +1,7 @@
 """Datasets of mmbal (registered in ``mmbal.registry.DATASETS``) and their transforms."""
 from mmbal import structures  # noqa: F401  (registers sequence_collate)
 from . import transforms  # noqa: F401  (registers the pipeline transforms)
+from .affect import AffectDataset
 from .av_mnist import AVMNISTDataset
 from .ave import AVEDataset
 from .avdigits import AVDigitsDataset
@@ -14,4 +15,4 @@ from .vggsound import VGGSoundDataset
 
 __all__ = ['MultimodalDataset', 'AVDigitsDataset', 'ClipListDataset', 'KineticsSoundsDataset',
            'VGGSoundDataset', 'AVMNISTDataset', 'CEFADataset',
-           'CremaDDataset', 'AVEDataset', 'UCF101Dataset']
+           'CremaDDataset', 'AVEDataset', 'UCF101Dataset', 'AffectDataset']

@@ -8,8 +8,9 @@ overrides are merged, so a dotted path given on the same command line wins:
 
 ==================  =====================================================================
 ``data_root``       ``data_root`` of every dataloader's dataset (``--data-root``)
-``num_classes``     every class count: ``model.head.num_classes`` (head-less models: the
-                    fusion's ``num_classes`` or ``out_channels``), and the ``num_classes``
+``num_classes``     every class count: ``model.head.num_classes`` (a regression head's
+                    ``out_channels``; head-less models: the fusion's ``num_classes`` or
+                    ``out_channels``), and the ``num_classes``
                     of the evaluators and dataloader datasets
 ``audio_degrade``   every step of the dataloaders' datasets equal to it (its copies)
 ``visual_degrade``  the same
@@ -84,20 +85,20 @@ def _accepts(registry, cfg: dict, arg: str) -> bool:
 def class_count_fields(cfg, datasets: bool = True) -> List[Path]:
     """Where a config states its class count: the model's, the evaluators', the datasets'.
 
-    The model's is ``model.head.num_classes``, or with ``head=None`` the fusion's output
-    size (its ``num_classes``, else ``out_channels``); evaluators count if their metric
+    The model's is the head's output size (its ``num_classes``, else ``out_channels``), or
+    with ``head=None`` the fusion's (likewise); evaluators count if their metric
     takes ``num_classes``; datasets (if ``datasets``) if their config sets ``num_classes``.
     """
     fields = []
     model = cfg.get('model') or {}
-    if model.get('head') is not None:
-        fields.append(('model', 'head', 'num_classes'))
-    elif isinstance(model.get('fusion'), dict):
-        fusion = model.fusion
+    # the head's output size (a regression head's is out_channels), or the fusion's
+    part = 'head' if model.get('head') is not None else 'fusion'
+    if isinstance(model.get(part), dict):
         key = next((k for k in ('num_classes', 'out_channels')
-                    if k in fusion or _accepts(MODELS, fusion, k)), None)
+                    if k in model[part] or _accepts(MODELS, model[part], k)),
+                   'num_classes' if part == 'head' else None)
         if key is not None:
-            fields.append(('model', 'fusion', key))
+            fields.append(('model', part, key))
     for split in ('val', 'test'):
         evaluator = cfg.get(f'{split}_evaluator')
         metrics = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]

@@ -90,6 +90,11 @@ def macro_f1(gt: np.ndarray, pred: np.ndarray, labels: Sequence[int]) -> float:
     Returns:
         float: Macro-F1 in [0, 1].
     """
+    return float(np.mean(class_f1(gt, pred, labels)))
+
+
+def class_f1(gt: np.ndarray, pred: np.ndarray, labels: Sequence) -> list[float]:
+    """F1 = 2TP / (2TP + FP + FN) of each of ``labels`` (0 where the denominator is 0)."""
     scores = []
     for c in labels:
         tp = int(np.sum((pred == c) & (gt == c)))
@@ -97,7 +102,7 @@ def macro_f1(gt: np.ndarray, pred: np.ndarray, labels: Sequence[int]) -> float:
         fn = int(np.sum((pred != c) & (gt == c)))
         denom = 2 * tp + fp + fn
         scores.append(2 * tp / denom if denom > 0 else 0.0)
-    return float(np.mean(scores))
+    return scores
 
 
 def class_names(dataset_meta: Mapping | None, gt: np.ndarray,

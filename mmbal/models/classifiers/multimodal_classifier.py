@@ -9,6 +9,8 @@ from mmengine.model import BaseModel, ModuleDict
 from mmbal.models.utils import LOGIT_MODES, GradientGate, ModalityOutputs
 from mmbal.registry import MODELS
 
+TASKS = ('classification', 'regression')
+
 
 def _fill_channels(cfg: dict, key: str, expected, owner: str, source: str) -> dict:
     """Set ``cfg[key]`` to ``expected`` or check that the configured value equals it."""
@@ -44,7 +46,10 @@ class MultimodalClassifier(BaseModel):
         modality_logits: How per-modality logits are computed for metrics and
             the training log: 'analytic', 'probe', or None (not computed).
         train_accuracy: Log batch accuracy of the fused output and of each
-            modality every iteration.
+            modality every iteration (regression: their mean absolute error).
+        task: ``'classification'`` or ``'regression'``: one output unit, a loss
+            with a ``prediction(output)`` method (:class:`RegressionLoss`), and
+            ``predict`` / the train log report that prediction, not logits.
         data_preprocessor: Cfg or module; defaults to ``MultimodalDataPreprocessor``.
         encoder_fusion: In-encoder fusion cfg (``MMTMFusion``), or None: a module
             that runs the encoders together, exchanging information between
@@ -55,7 +60,7 @@ class MultimodalClassifier(BaseModel):
     def __init__(self, encoders: Dict[str, dict], fusion: dict, head: Optional[dict] = None,
                  loss: dict = dict(type='CrossEntropyLoss'),
                  modality_logits: Optional[str] = 'analytic',
-                 train_accuracy: bool = True,
+                 train_accuracy: bool = True, task: str = 'classification',
                  data_preprocessor: Optional[dict] = None,
                  encoder_fusion: Optional[dict] = None, init_cfg=None) -> None:
         if data_preprocessor is None:
@@ -94,6 +99,17 @@ class MultimodalClassifier(BaseModel):
                              f"set model.modality_logits='probe' (or None)")
         self.modality_logits = modality_logits
         self.train_accuracy = train_accuracy
+        if task not in TASKS:
+            raise ValueError(f'MultimodalClassifier: task={task!r}; expected one of {TASKS}')
+        if task == 'regression':
+            if self.num_classes != 1:
+                raise ValueError(f'MultimodalClassifier: task=regression needs one output '
+                                 f'unit; the model outputs {self.num_classes}')
+            if not callable(getattr(self.loss_module, 'prediction', None)):
+                raise ValueError(f'MultimodalClassifier: task=regression needs a loss with '
+                                 f'a prediction(output) method (e.g. RegressionLoss); got '
+                                 f'{type(self.loss_module).__name__}')
+        self.task = task
         print_log(f'MultimodalClassifier: modalities {self.modalities}, fusion '
                   f'{fusion["type"]}, per-modality logits: {modality_logits}', logger='current')
 
@@ -206,31 +222,52 @@ class MultimodalClassifier(BaseModel):
                              f'trains on a subset of modalities must switch the base loss off')
         return {'loss': self.loss_module(outputs.fused_logits, data_samples['gt_label'])}
 
+    def prediction(self, output: torch.Tensor) -> torch.Tensor:
+        """What ``predict`` reports for an output: the logits (classification), the
+        loss's ``(B,)`` prediction (regression, e.g. ``sigmoid(f)``)."""
+        return self.loss_module.prediction(output) if self.task == 'regression' else output
+
     @torch.no_grad()
     def train_metrics(self, outputs: ModalityOutputs,
                       data_samples: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Batch accuracy of the fused output and of each modality (logged, not trained)."""
+        """Batch accuracy (regression: mean absolute error of the prediction) of the
+        fused output and of each modality (logged, not trained)."""
         if not self.train_accuracy:
             return {}
         labels = data_samples['gt_label']
+        if self.task == 'regression':
+            name = 'mae'
+
+            def score(out: torch.Tensor) -> torch.Tensor:
+                return (self.prediction(out) - labels.reshape(-1).to(out.dtype)).abs().mean()
+        else:
+            name = 'acc'
+
+            def score(out: torch.Tensor) -> torch.Tensor:
+                return _accuracy(out, labels)
         metrics = {}
         complete = outputs.fused_logits is not None
         if complete:
-            metrics['acc/fused'] = _accuracy(outputs.fused_logits, labels)
+            metrics[f'{name}/fused'] = score(outputs.fused_logits)
         # A pass of some modalities only (sub-steps) still has analytic per-modality logits.
         if self.modality_logits is not None and (complete or self.modality_logits == 'analytic'):
             for m, s in outputs.logits(self.modality_logits).items():
-                metrics[f'acc/{m}'] = _accuracy(s, labels)
+                metrics[f'{name}/{m}'] = score(s)
         return metrics
 
     def predict(self, outputs: ModalityOutputs,
                 data_samples: Optional[Dict[str, torch.Tensor]] = None) -> List[dict]:
-        """One dict per sample: fused ``pred_score`` (C,), ``modality_scores`` and labels."""
-        fused = outputs.fused_logits.detach().float().cpu()
+        """One dict per sample: fused ``pred_score`` (C,), ``modality_scores`` and labels.
+
+        Regression: ``pred_score`` is ``(1,)``, the loss's prediction (:meth:`prediction`).
+        """
+        def scores(out: torch.Tensor) -> torch.Tensor:
+            return self.prediction(out.detach()).float().reshape(len(out), -1).cpu()
+
+        fused = scores(outputs.fused_logits)
         per_mod = {}
         if self.modality_logits is not None:
-            per_mod = {m: s.detach().float().cpu()
-                       for m, s in outputs.logits(self.modality_logits).items()}
+            per_mod = {m: scores(s) for m, s in outputs.logits(self.modality_logits).items()}
         results = []
         labels = _to_list(data_samples, 'gt_label', len(fused))
         indices = _to_list(data_samples, 'sample_idx', len(fused))

@@ -1,3 +1,4 @@
 from .cross_entropy import CrossEntropyLoss
+from .regression import RegressionLoss
 
-__all__ = ['CrossEntropyLoss']
+__all__ = ['CrossEntropyLoss', 'RegressionLoss']

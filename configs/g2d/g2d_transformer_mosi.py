@@ -1,0 +1,12 @@
+# G2D on CMU-MOSI (binary sentiment): late fusion over the 3-layer Transformer encoders, the
+# affect recipe; feature and logit distillation (lambda 1, 1; T 1) and SMP over the three
+# modalities, tau (10, 10, 20): the least confident modality trains alone for 10 epochs, then
+# the next for 10, then all jointly (ours: the paper gives no MOSI schedule).
+# Teachers (the student's encoders, full training split, this schedule) come first:
+#   python tools/analysis/modality_analysis.py configs/g2d/g2d_transformer_mosi.py --teacher \
+#       --work-dir work_dirs/teachers_mosi
+_base_ = ['../late/late_transformer_mosi.py']
+custom_hooks = [
+    dict(type='G2DHook', lambda_feat=1.0, lambda_logit=1.0, temperature=1.0,
+         tau=(10, 10, 20), analysis='work_dirs/teachers_mosi/analysis.json'),
+]
