@@ -4,6 +4,7 @@ from .arl_hook import ARLHook
 from .base_balance_hook import BaseBalanceHook
 from .checkpoint_hook import SafeCheckpointHook
 from .g2d_hook import G2DHook
+from .gblend_hook import GBlendHook
 from .mla_hook import MLAHook
 from .mmpareto_hook import MMParetoHook
 from .ogm_ge_hook import OGMGEHook
@@ -11,4 +12,5 @@ from .pdmp_hook import PDMPHook
 from .pmr_hook import PMRHook
 
 __all__ = ['BaseBalanceHook', 'PDMPHook', 'OGMGEHook', 'ARLHook', 'G2DHook', 'MMParetoHook',
-           'MLAHook', 'AIMHook', 'PMRHook', 'AGMHook', 'SafeCheckpointHook']
+           'MLAHook', 'AIMHook', 'PMRHook', 'AGMHook', 'GBlendHook',
+           'SafeCheckpointHook']
