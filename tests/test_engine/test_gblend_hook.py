@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from dist_utils import run_gloo
 from mmengine.config import Config
-from mmengine.logging import MessageHub
 from step_utils import Stepper, capture_step_grads, sgd_wrapper, tiny_classifier
 
 from mmbal.balance.dataset_pass import build_split_loader
@@ -229,7 +228,7 @@ def test_estimate_trains_fresh_copies_and_never_touches_the_run():
     assert sum(result.weights.values()) == pytest.approx(1.0, abs=1e-12)
 
 
-def avdigits_runner(tmp_path, with_val=True, epoch=0):
+def avdigits_runner(with_val=True):
     """A runner stand-in on 12 train / 6 val AV-Digits samples; the test split cannot be built."""
     cfg = Config.fromfile(str(ROOT / 'configs/_base_/datasets/avdigits.py'))
     root = str(ROOT / 'data/avdigits')
@@ -249,14 +248,14 @@ def avdigits_runner(tmp_path, with_val=True, epoch=0):
     hook = GBlendHook(mode='online', super_epoch=1)
     attach_balance_modules(model, [hook])
     hook.setup(model)
-    runner = SimpleNamespace(model=model, cfg=cfg, epoch=epoch, max_epochs=2,
+    runner = SimpleNamespace(model=model, cfg=cfg, epoch=0, max_epochs=2,
                              optim_wrapper=sgd_wrapper(model, lr=0.01),
                              train_dataloader=build_split_loader(cfg, 'train', 'train'))
     return runner, hook
 
 
-def test_hook_estimates_on_the_val_split_and_never_reads_test(tmp_path, monkeypatch):
-    runner, hook = avdigits_runner(tmp_path)
+def test_hook_estimates_on_the_val_split_and_never_reads_test(monkeypatch):
+    runner, hook = avdigits_runner()
     built = []
     build = DATASETS.build
 
@@ -277,7 +276,7 @@ def test_hook_estimates_on_the_val_split_and_never_reads_test(tmp_path, monkeypa
     runner.epoch = 1
     hook.before_train_epoch(runner)  # super_epoch 1: again, 3 more copy epochs
     assert hook.copy_epochs == 6 and set(built) == {'train', 'val'}
-    runner, hook = avdigits_runner(tmp_path, with_val=False)
+    runner, hook = avdigits_runner(with_val=False)
     with pytest.raises(ValueError, match=r'estimates its weights on the val split '
                                          r'\(cfg.val_dataloader\), which the config lacks; it '
                                          r'never uses test'):
