@@ -131,7 +131,7 @@ def test_step_trains_the_blended_loss_and_its_gradients():
     for name, p in reference.named_parameters():
         torch.testing.assert_close(grads[name], p.grad, rtol=1e-5, atol=1e-7, msg=name)
     logged = pending(hook)
-    assert logged['w_visual'] == 0.3 and logged['ce_fused'] == pytest.approx(float(ce[FUSED]))
+    assert logged['w_visual'] == 0.3 and logged['ce_fused'] == pytest.approx(float(ce[FUSED].detach()))
 
 
 def test_more_than_two_modalities_get_one_weight_each():
@@ -229,12 +229,12 @@ def test_estimate_trains_fresh_copies_and_never_touches_the_run():
 
 
 def avdigits_runner(with_val=True):
-    """A runner stand-in on 12 train / 6 val AV-Digits samples; the test split cannot be built."""
+    """A runner stand-in on 6 train / 3 val AV-Digits samples; the test split cannot be built."""
     cfg = Config.fromfile(str(ROOT / 'configs/_base_/datasets/avdigits.py'))
     root = str(ROOT / 'data/avdigits')
-    cfg.train_dataloader.dataset.update(data_root=root, indices=12)
-    cfg.train_dataloader.update(num_workers=0, batch_size=6)
-    cfg.val_dataloader.dataset.update(data_root=root, indices=6)
+    cfg.train_dataloader.dataset.update(data_root=root, indices=6)
+    cfg.train_dataloader.update(num_workers=0, batch_size=3)
+    cfg.val_dataloader.dataset.update(data_root=root, indices=3)
     cfg.test_dataloader.dataset = dict(type='NotADataset')  # any read of test fails
     if not with_val:
         cfg.pop('val_dataloader')
@@ -272,10 +272,6 @@ def test_hook_estimates_on_the_val_split_and_never_reads_test(monkeypatch):
     logged = pending(hook)
     assert logged['estimation_copy_epochs'] == 3
     assert {f'{k}_{h}' for k in ('dG', 'dO', 'OGR') for h in HEADS} <= set(logged)
-    built.clear()
-    runner.epoch = 1
-    hook.before_train_epoch(runner)  # super_epoch 1: again, 3 more copy epochs
-    assert hook.copy_epochs == 6 and set(built) == {'train', 'val'}
     runner, hook = avdigits_runner(with_val=False)
     with pytest.raises(ValueError, match=r'estimates its weights on the val split '
                                          r'\(cfg.val_dataloader\), which the config lacks; it '
