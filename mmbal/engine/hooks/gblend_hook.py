@@ -132,11 +132,11 @@ def split_losses(model: nn.Module, loader: Iterable, heads: Sequence[str]
         out = {}
         for head in heads:
             logits = model.classify(feats) if head == FUSED else aux[head](feats[head])
-            out[head] = F.cross_entropy(logits.double(), labels, reduction='sum')
+            out[f'ce/{head}'] = F.cross_entropy(logits.double(), labels, reduction='sum')
         return out
 
     sums = dataset_pass(loader, ce_sums, model=model)
-    return {head: float(sums[head] / sums['count']) for head in heads}
+    return {head: float(sums[f'ce/{head}'] / sums['count']) for head in heads}
 
 
 def fresh_optim_wrapper(module: nn.Module, optim_cfg: Mapping,
