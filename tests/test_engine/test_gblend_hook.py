@@ -151,6 +151,14 @@ def test_more_than_two_modalities_get_one_weight_each():
 
 
 # --------------------------------------------------------------------------- the schedule
+def test_estimation_runs_before_the_iteration_timer_starts():
+    from mmengine.hooks import DistSamplerSeedHook, IterTimerHook
+    from mmengine.runner import get_priority
+    ours = get_priority(GBlendHook(mode='offline').priority)
+    assert ours < get_priority(IterTimerHook.priority)  # lower value = called earlier
+    assert ours < get_priority(DistSamplerSeedHook.priority)  # the window sets its own epochs
+
+
 def test_online_and_offline_schedules_and_their_cost():
     _, online = model_with_heads(mode='online', super_epoch=10)
     assert [e for e in range(30) if online.window(e, 30)] == [0, 10, 20]

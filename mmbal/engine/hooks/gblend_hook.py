@@ -273,6 +273,9 @@ class GBlendHook(BaseBalanceHook):
     """
 
     method = 'gblend'
+    # Before MMEngine's IterTimerHook (NORMAL) starts its clock in before_train_epoch, so the
+    # estimation is not logged as the first iteration's data time (nor skews the eta).
+    priority = 'ABOVE_NORMAL'
 
     def __init__(self, mode: Optional[str] = None, super_epoch: Optional[int] = None,
                  weights: Optional[Mapping[str, float]] = None, eps: float = EPS) -> None:
