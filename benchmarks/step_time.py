@@ -117,6 +117,12 @@ VARIANTS: Dict[str, dict] = {
     # M + 2 backward passes: d CE(f)/d(encoders), one per aux head's CE, the step's own.
     'mmpareto': dict(description='mmbal + MMParetoHook (aux heads, per-loss gradients, gamma 1.5)',
                      custom_hooks=[dict(type='MMParetoHook', gamma=1.5)]),
+    # The step only (aux heads and the blended loss): the estimation's cost is counted in copy
+    # epochs (docs/methods/gblend.md), so this row fixes the weights.
+    'gblend': dict(description='mmbal + GBlendHook with fixed weights (aux heads, blended loss, '
+                               'no estimation)',
+                   custom_hooks=[dict(type='GBlendHook', mode='offline',
+                                      weights=dict(audio=0.2, visual=0.3, fused=0.5))]),
     # MLA changes the model (one head shared by both modalities, sized for the setting by
     # runner_config) and runs two sub-steps (forward, backward, SGD step) per batch.
     'mla': dict(description='mmbal + MLAHook (SharedHeadFusion, one sub-step per modality, '

@@ -5,6 +5,7 @@ from .base_balance_hook import BaseBalanceHook
 from .checkpoint_hook import SafeCheckpointHook
 from .dr_hook import DRHook
 from .g2d_hook import G2DHook
+from .gblend_hook import GBlendHook
 from .greedy_hook import GreedyHook
 from .mla_hook import MLAHook
 from .mmpareto_hook import MMParetoHook
@@ -15,4 +16,4 @@ from .reconboost_hook import ReconBoostHook
 
 __all__ = ['BaseBalanceHook', 'PDMPHook', 'OGMGEHook', 'ARLHook', 'G2DHook', 'MMParetoHook',
            'MLAHook', 'AIMHook', 'PMRHook', 'AGMHook', 'ReconBoostHook', 'GreedyHook', 'DRHook',
-           'SafeCheckpointHook']
+           'GBlendHook', 'SafeCheckpointHook']
