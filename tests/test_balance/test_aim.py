@@ -423,3 +423,8 @@ def test_class_mean_inputs_by_hand():
         class_mean_inputs(loader, MeanModel(), num_classes=3)
     with pytest.raises(KeyError, match="lacks modality 'c'"):
         class_mean_inputs(loader, MeanModel(), num_classes=2, modalities=['c'])
+    from mmbal.structures import pad_sequences
+    ragged = [dict(inputs=dict(a=pad_sequences([torch.ones(2, 1), torch.ones(3, 1)]), b=b[:2]),
+                   data_samples=dict(gt_label=y[:2]))]
+    with pytest.raises(TypeError, match="'a' arrives as a PaddedSequence.*fixed-length"):
+        class_mean_inputs(ragged, MeanModel(), num_classes=2)

@@ -160,6 +160,14 @@ def class_mean_inputs(loader: Iterable, model: nn.Module, num_classes: int,
             if m not in data['inputs']:
                 raise KeyError(f'class_mean_inputs: the batch lacks modality {m!r}; it has '
                                f'{list(data["inputs"])}')
+            if not isinstance(data['inputs'][m], torch.Tensor):
+                # A PaddedSequence: its length varies by batch, so there is no one input
+                # shape for the class mean (and the prototypes) to have.
+                raise TypeError(
+                    f'class_mean_inputs: modality {m!r} arrives as a '
+                    f'{type(data["inputs"][m]).__name__}, not a tensor of one shape; AIM '
+                    f'needs every input of a modality at one shape (prototypes are '
+                    f'input-shaped): give it fixed-length sequences (a (B, T, D) tensor)')
             out[f'sum/{m}'], counts = per_class_sums(data['inputs'][m], labels, num_classes)
         out['class_count'] = counts
         return out
