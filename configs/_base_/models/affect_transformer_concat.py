@@ -5,7 +5,7 @@ feature_dims = dict(audio=74, visual=35, text=300)
 model = dict(
     type='MultimodalClassifier',
     encoders={m: dict(type='TransformerEncoder', in_channels=d, embed_dims=64, num_layers=3,
-                      num_heads=4, out_channels=64)
+                      num_heads=4)
               for m, d in feature_dims.items()},
     fusion=dict(type='ConcatFusion'),
     head=dict(type='LinearClsHead', num_classes=2),
