@@ -147,6 +147,21 @@ VARIANTS: Dict[str, dict] = {
                    cfg=dict(model=dict(encoder_fusion=dict(type='MMTMFusion', stages=(1, 2, 3)),
                                        fusion=dict(type='LateFusion'), head=None)),
                    custom_hooks=[dict(type='GreedyHook', warmup_epochs=0)]),
+    # AGM: M + 1 extra eval-mode forwards per step (each modality muted in turn) for the
+    # Shapley mono-modal logits, then the per-logit gradient scales and its clipping.
+    'agm': dict(description='mmbal + AGMHook (alpha 1.5, muted-input passes, clipping)',
+                custom_hooks=[dict(type='AGMHook', alpha=1.5, clamp=10.0, clip_threshold=1.0,
+                                   clip_max_norm=1.0)]),
+    # PMR: the prototypes come from a pass at each epoch (block) start, untimed (the whole
+    # small synthetic set: a 10 % subset of it can miss a class); the step adds the prototype
+    # CE and entropy terms (E_r beyond every block).
+    'pmr': dict(description='mmbal + PMRHook (prototype CE + entropy, E_r = all blocks)',
+                custom_hooks=[dict(type='PMRHook', per_epochs=10**6, alpha=1.0, mu=1e-2,
+                                   momentum=0.2, subset=1.0, pipeline='train')]),
+    # MMCosine changes only the classifier (per-modality cosine logits, scale 10); no hook.
+    'mmcosine': dict(description='mmbal with CosineFusion (s = 10), no hook',
+                     cfg=dict(model=dict(fusion=dict(type='CosineFusion', scale=10.0),
+                                         head=None))),
     # AIM rows: the class means come from one pass over the synthetic set (its items are
     # already tensors: an empty pipeline), untimed in before_train. switch_epoch 0 times the
     # L_mod phase (the blocks re-run with a graph); 'aim_pre' the phase before E.
@@ -213,7 +228,8 @@ def dataset_cfg(bc: BenchConfig) -> dict:
     s = bc.shape
     return dict(type='StepTimeBenchDataset', num_samples=bc.num_samples,
                 audio_shape=tuple(s['audio_shape']), visual_shape=tuple(s['visual_shape']),
-                num_classes=s['num_classes'], seed=bc.seed)
+                num_classes=s['num_classes'], seed=bc.seed,
+                pipeline=[])  # set, so that a hook's pass over the train split finds it
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -231,7 +247,7 @@ class StepTimeBenchDataset(Dataset):
 
     def __init__(self, num_samples: int, audio_shape: Sequence[int],
                  visual_shape: Sequence[int], num_classes: int, seed: int = 0,
-                 pipeline: Sequence = ()) -> None:
+                 pipeline: Sequence = (), test_mode: bool = False) -> None:
         if list(pipeline):  # a dataset pass (AIM's class means) may set an empty one
             raise ValueError(f'StepTimeBenchDataset: pipeline={pipeline!r}; its items are '
                              f'fixed tensors, expected no transforms')
@@ -246,6 +262,7 @@ class StepTimeBenchDataset(Dataset):
         self.labels: List[int] = labels.tolist()
         self.metainfo = dict(classes=tuple(str(i) for i in range(num_classes)))
         self.pipeline: List = []  # items are fixed tensors, so a teacher cache is valid
+        self.test_mode = test_mode  # a dataset pass sets it; the items do not depend on it
 
     def __len__(self) -> int:
         return len(self.labels)
