@@ -244,7 +244,7 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 @contextmanager
-def _kept_rng() -> Iterator[None]:
+def kept_rng() -> Iterator[None]:
     """Restore Python's, NumPy's and torch's global random states on exit."""
     states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     cuda = (torch.cuda.get_rng_state_all()
@@ -334,7 +334,7 @@ def dataset_pass(loader: Iterable, fn: Callable[[Any], Mapping[str, torch.Tensor
     if model is not None:
         preprocess = (model.module if is_model_wrapper(model) else model).data_preprocessor
     sums: Dict[str, torch.Tensor] = {}
-    with torch.no_grad(), eval_mode(model), (_kept_rng() if keep_rng else nullcontext()):
+    with torch.no_grad(), eval_mode(model), (kept_rng() if keep_rng else nullcontext()):
         for step, data in enumerate(loader):
             if preprocess is not None:
                 data = preprocess(data, False)

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 from mmbal.registry import DATASETS
 from .base_dataset import MultimodalDataset
 from .clip_list_dataset import read_class_file
+from .preprocessing.splits import read_rows
 
 PREPARE_HINT = ('`python tools/data/ucf101/make_splits.py <ucfTrainTestlist dir> --out '
                 '<data_root>` for a downloaded jpegs_256/tvl1_flow copy, or '
@@ -102,15 +103,11 @@ class UCF101Dataset(MultimodalDataset):
         """Read ``classes.txt`` and this split's file into data infos."""
         self._metainfo['classes'] = read_class_file(osp.join(self.data_root, 'classes.txt'))
         rows = []
-        with open(self.ann_file, encoding='utf-8-sig') as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                fields = [x.strip() for x in line.split(',')]
-                if len(fields) != 2 or not fields[0]:
-                    raise ValueError(f'UCF101Dataset: {self.ann_file!r} line {line_no}: '
-                                     f'{line.strip()!r}; expected "<video>,<label>"')
-                rows.append((line_no, fields[0], fields[1]))
+        for line_no, fields in read_rows(self.ann_file):
+            if len(fields) != 2 or not fields[0]:
+                raise ValueError(f'UCF101Dataset: {self.ann_file!r} line {line_no}: '
+                                 f'{",".join(fields)!r}; expected "<video>,<label>"')
+            rows.append((line_no, fields[0], fields[1]))
         self.check_unique(((video, n) for n, video, _ in rows), self.ann_file, 'video')
         data_list = []
         for line_no, video, label in rows:

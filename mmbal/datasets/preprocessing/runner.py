@@ -111,9 +111,9 @@ def _worker_init() -> None:
         pass
 
 
-def _safe_process(job: Any, process: Callable[[Any], dict] | None = None) -> tuple[str, Any]:
+def _safe_process(job: Any, process: Callable[[Any], dict]) -> tuple[str, Any]:
     try:
-        return 'ok', (process or process_clip)(job)
+        return 'ok', process(job)
     except BrokenInputError as err:
         return 'broken', dict(id=job.clip_id, inputs=job.inputs, reason=str(err))
     except Exception as err:  # an unexpected decoder failure is still one clip's problem
@@ -216,8 +216,7 @@ def run_clips(jobs: Sequence[ClipJob],
     finished: set[str] = set()
     try:
         with bar, open(path, 'a', encoding='utf-8') as journal:
-            work = _safe_process if process is None else functools.partial(_safe_process,
-                                                                          process=process)
+            work = functools.partial(_safe_process, process=process or process_clip)
             for status, payload in _imap(work, pending, workers):
                 finished.add(payload['id'])
                 if status == 'ok':

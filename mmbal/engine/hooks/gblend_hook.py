@@ -29,10 +29,10 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper, build_optim_wrapper
 from torch import nn
 
-from mmbal.balance.dataset_pass import _kept_rng, build_split_loader, dataset_pass
+from mmbal.balance.dataset_pass import build_split_loader, dataset_pass, kept_rng
 from mmbal.balance.functional import EPS
 from mmbal.engine.step import BalanceTerms
-from mmbal.engine.step.train_step import _average_over_ranks
+from mmbal.engine.step.train_step import average_grads_over_ranks
 from mmbal.registry import HOOKS
 from .base_balance_hook import BaseBalanceHook, check_number
 
@@ -203,7 +203,7 @@ def train_copy(model: nn.Module, head: str, loader: Iterable, optim_cfg: Mapping
                 loss = copy_objective(net, data, head)
             wrapper.backward(wrapper.scale_loss(loss))
             if wrapper.should_update():
-                _average_over_ranks([wrapper.optimizer])
+                average_grads_over_ranks([wrapper.optimizer])
                 wrapper.step()
                 wrapper.zero_grad()
     _set_epoch(loader, first_epoch)
@@ -235,7 +235,7 @@ def estimate_weights(model: nn.Module, train_loader: Iterable, eval_train: Itera
         first_epoch: The run's epoch the window starts at (the samplers' epochs).
     """
     heads = [*model.modalities, FUSED]
-    with _kept_rng():
+    with kept_rng():
         before = {'T': split_losses(model, eval_train, heads),
                   'V': split_losses(model, eval_val, heads)}
         losses = {}

@@ -165,7 +165,7 @@ class BalanceTrainStep:
         if scaler is not None:
             for optimizer in optimizers:
                 scaler.unscale_(optimizer)
-        _average_over_ranks(own)
+        average_grads_over_ranks(own)
         ctx._loss_grads = self._reduced_loss_grads()
         passes, self._passes = self._passes, []
         where = passes[-1].where
@@ -334,7 +334,7 @@ class BalanceTrainStep:
         return out
 
 
-def _average_over_ranks(optimizers: Sequence[torch.optim.Optimizer]) -> None:
+def average_grads_over_ranks(optimizers: Sequence[torch.optim.Optimizer]) -> None:
     """DDP averages the model's gradients; do the same for parameters outside it."""
     if not optimizers or not (dist.is_available() and dist.is_initialized()
                               and dist.get_world_size() > 1):
