@@ -3,7 +3,9 @@
 The job is the README demo: ``tools/train.py configs/concat/concat_r18_avdigits.py``
 (train, validate every epoch, keep the best checkpoint on val; ``tools/train.py``
 then tests that checkpoint itself). The baseline is ``benchmarks/plain_avdigits.py``
-(same files, same preprocessing, same model classes and schedule; no Runner). By
+(same files, same preprocessing, same model classes and schedule; no Runner; the
+weights in torch's default memory layout unless ``--plain-channels-last``, while mmbal's
+demo model config holds them channels-last). By
 default (``--plain-data preload``) the plain script computes every sample once and
 trains from memory, the fastest way to write it for a set this small; ``stream``
 recomputes every sample in its loader workers every epoch.
@@ -73,7 +75,8 @@ def make_crema_layout(root: str, clips: int) -> str:
 
 
 def commands(path: str, setting: dict, epochs: int, threads: int, work_dir: str,
-             data_root: Optional[str], preload: bool = True) -> List[str]:
+             data_root: Optional[str], preload: bool = True,
+             plain_channels_last: bool = False) -> List[str]:
     """The child's command line for ``path`` ('mmbal' or 'plain')."""
     if path == 'mmbal':
         cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'),
@@ -84,6 +87,7 @@ def commands(path: str, setting: dict, epochs: int, threads: int, work_dir: str,
                '--dataset', setting['dataset'], '--epochs', str(epochs), '--work-dir', work_dir,
                '--threads', str(threads), '--out', osp.join(work_dir, 'result.json')]
         cmd += ['--preload'] if preload else []
+        cmd += ['--channels-last'] if plain_channels_last else []
     return cmd + (['--data-root', data_root] if data_root else [])
 
 
@@ -172,6 +176,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--plain-data', choices=('preload', 'stream'), default='preload',
                         help='the plain script computes every sample once and trains from '
                              'memory (preload, default), or in loader workers every epoch')
+    parser.add_argument('--plain-channels-last', action='store_true',
+                        help='the plain script\'s ResNet18 weights in the channels-last layout '
+                             '(mmbal\'s demo model config sets it); default: torch\'s default '
+                             'layout, as a plain script has it')
     parser.add_argument('--out', help='write the runs and the summary as JSON here')
     args = parser.parse_args(argv)
     args.epochs = args.epochs or SETTINGS[args.setting]['epochs']
@@ -197,7 +205,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         for path in (PATHS if index % 2 == 0 else PATHS[::-1]):
             work_dir = osp.join(root, f'{path}_{index}')
             cmd = commands(path, setting, args.epochs, args.threads, work_dir, data_root,
-                           preload=args.plain_data == 'preload')
+                           preload=args.plain_data == 'preload',
+                           plain_channels_last=args.plain_channels_last)
             os.makedirs(work_dir)
             timing = run_child(cmd, args.threads, osp.join(work_dir, 'stdout.log'))
             result = mmbal_result(work_dir) if path == 'mmbal' else plain_result(work_dir)

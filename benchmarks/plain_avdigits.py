@@ -16,7 +16,9 @@ epoch, keep the epoch with the best val accuracy (its weights saved with
   the transforms of ``configs/_base_/datasets/crema-d.py`` (train or test pipeline),
   called one after the other, since frame sampling and cropping are not re-written.
 * Model: built from the model config by mmbal's registry (two ResNet18 encoders,
-  ``ConcatFusion``, ``LinearClsHead``), then called directly: encoders -> fusion ->
+  ``ConcatFusion``, ``LinearClsHead``) with the weights in torch's default memory layout,
+  as a plain script's modules have them (``--channels-last`` for the layout mmbal's demo
+  model config sets), then called directly: encoders -> fusion ->
   head -> ``F.cross_entropy``. SGD (momentum 0.9, weight decay 1e-4) and ``StepLR``
   stepped per epoch, as the configs' schedules.
 
@@ -144,8 +146,10 @@ class Preloaded(Dataset):
         return self.audio[idx], self.visual[idx], int(self.label[idx])
 
 
-def build_model(dataset: str) -> torch.nn.Module:
-    """The model of the dataset's mmbal config, built by mmbal's registry."""
+def build_model(dataset: str, channels_last: bool = False) -> torch.nn.Module:
+    """The model of the dataset's mmbal config, built by mmbal's registry, with its
+    encoders' weights in the default memory layout (as a plain script's modules are)
+    unless ``channels_last``."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
@@ -155,6 +159,8 @@ def build_model(dataset: str) -> torch.nn.Module:
     model_cfg = Config.fromfile(path).model
     if dataset == 'crema-d':
         model_cfg.head.num_classes = len(CREMA_CLASSES)
+    for encoder in model_cfg.encoders.values():
+        encoder.channels_last = channels_last
     return MODELS.build(model_cfg)
 
 
@@ -204,7 +210,7 @@ def run(args: argparse.Namespace) -> dict:
                           generator=torch.Generator().manual_seed(args.seed))
 
     train, val, test = loader('train', True), loader('val', False), loader('test', False)
-    model = build_model(args.dataset)
+    model = build_model(args.dataset, args.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=job['lr'], momentum=0.9,
                                 weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=job['step_size'], gamma=0.1)
@@ -251,6 +257,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              'and evaluate from memory in this process')
     parser.add_argument('--threads', type=int, default=0,
                         help='torch.set_num_threads (0: torch\'s default)')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='the ResNet18 weights in the channels-last layout (as mmbal\'s '
+                             'demo model config has them); default: torch\'s default layout')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--work-dir', default='work_dirs/plain_avdigits',
                         help='where the best checkpoint is written')

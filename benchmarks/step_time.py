@@ -98,6 +98,10 @@ VARIANTS: Dict[str, dict] = {
                                    'train_step only (diagnostic)',
                        cfg=dict(model=dict(train_accuracy=False),
                                 default_hooks=_NO_DEFAULT_HOOKS)),
+    'mmbal_channels_last': dict(
+        description='as mmbal with the ResNet18 weights channels-last (the AV-Digits configs)',
+        cfg=dict(model=dict(encoders=dict(audio=dict(channels_last=True),
+                                          visual=dict(channels_last=True))))),
     # Balance methods: each hook's cost relative to plain joint training (the 'mmbal' row).
     'pdmp': dict(description='mmbal + PDMPHook (gamma_p 15, m_p visual, m_o audio)',
                  custom_hooks=[dict(type='PDMPHook', gamma_p=15.0, dominant='visual',

@@ -15,4 +15,5 @@ train_dataloader = dict(dataset=dict(modalities=modalities, pipeline=pipeline))
 val_dataloader = dict(dataset=dict(modalities=modalities, pipeline=pipeline))
 test_dataloader = dict(dataset=dict(modalities=modalities, pipeline=pipeline))
 model = dict(encoders=dict(_delete_=True,
-                           visual=dict(type='ResNet18', in_channels=1, base_channels=16)))
+                           visual=dict(type='ResNet18', in_channels=1, base_channels=16,
+                                       channels_last=True)))

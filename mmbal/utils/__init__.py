@@ -9,6 +9,7 @@ from .dist import (DEFAULT_TIMEOUT, end_distributed, fill_dist_cfg, setup_cpu_di
                    setup_slurm_env, slurm_dist_env)
 from .figures import new_figure
 from .formatted_config import FormatOnceConfig
+from .host_allocator import check_malloc_cfg, configure_host_allocator
 from .safe_config import literal_config
 from .safe_pickle import UnsafePickleError, safe_pickle_load
 from .samples import build_preprocessor, build_split_dataset, model_inputs
@@ -22,4 +23,5 @@ __all__ = ['checkpoint_safe_globals', 'drop_executable_meta', 'safe_checkpoint_l
            'DEFAULT_TIMEOUT', 'check_top_level_keys', 'check_vis_backends',
            'CONFIG_VARS', 'merge_cfg_options', 'fill_num_classes', 'literal_config',
            'new_figure', 'build_split_dataset', 'build_preprocessor', 'model_inputs',
-           'FormatOnceConfig', 'UnsafePickleError', 'safe_pickle_load']
+           'FormatOnceConfig', 'check_malloc_cfg', 'configure_host_allocator',
+           'UnsafePickleError', 'safe_pickle_load']

@@ -273,6 +273,11 @@ def run_trajectory(config_path: str, iters: int = 30, *,
         if work_dir is None:
             work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix='trajectory_'))
         cfg.merge_from_dict(_fill(overrides, work_dir, uuid.uuid4().hex[:8]))
+        # Recorded in the default memory layout: an encoder's channels_last changes the
+        # float rounding (and so, over iterations, the trajectory), not a method's math.
+        for encoder in cfg.model.get('encoders', {}).values():
+            if 'channels_last' in encoder:
+                encoder.channels_last = False
         _edit_hooks(cfg, _fill(hook_fields, work_dir))
         stack.enter_context(_process_state(threads=1))
         if teachers_for is not None:

@@ -35,3 +35,43 @@ def test_resnet18_rejects_wrong_channels_and_rank():
 def test_mlp_encoder():
     enc = MLPEncoder(in_channels=10, out_channels=4, hidden_channels=(8,))
     assert enc(torch.randn(3, 10)).shape == (3, 4)
+
+
+def test_resnet18_channels_last_keeps_the_math_and_the_layout():
+    """channels_last changes the memory layout only: same outputs (to float rounding)
+    and gradients from the same weights; the layout survives load_state_dict, a
+    re-draw of the weights, and the activations are channels-last too."""
+    torch.manual_seed(0)
+    dense = ResNet18(in_channels=1, base_channels=8)
+    fast = ResNet18(in_channels=1, base_channels=8, channels_last=True)
+    assert not dense.stages[0][0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    fast.load_state_dict(dense.state_dict())
+    convs = [m.weight for m in fast.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    x = torch.randn(4, 1, 33, 20)
+    out_dense, out_fast = dense(x), fast(x)
+    torch.testing.assert_close(out_fast, out_dense, rtol=1e-4, atol=1e-5)
+    out_dense.square().sum().backward()
+    out_fast.square().sum().backward()
+    grad = dense.stem[0].weight.grad  # sums over the batch: rounding relative to its scale
+    torch.testing.assert_close(fast.stem[0].weight.grad, grad, rtol=1e-3,
+                               atol=1e-3 * grad.abs().max().item())
+    stage_out = fast.forward_stages(x, upto=1)[0]
+    assert stage_out.is_contiguous(memory_format=torch.channels_last)
+    # frames (5-D input) fold into the batch and back in this layout as well
+    frames = torch.randn(2, 1, 3, 16, 16)
+    torch.testing.assert_close(fast(frames), dense(frames), rtol=1e-4, atol=1e-5)
+    # a seed draws the same weights in either layout (re-draws and mmengine's init too)
+    for redraw in ('init_default_weights', 'init_weights'):
+        for model in (dense, fast):
+            torch.manual_seed(1)
+            getattr(model, redraw)()
+        for (name, a), b in zip(dense.state_dict().items(), fast.state_dict().values()):
+            assert torch.equal(a, b), (redraw, name)
+        assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    torch.manual_seed(2)
+    built = ResNet18(in_channels=1, base_channels=8, channels_last=True)
+    torch.manual_seed(2)
+    fast.init_default_weights()
+    for (name, a), b in zip(built.state_dict().items(), fast.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -179,7 +179,8 @@ def test_iters_run_is_recorded_and_not_a_teacher(tmp_path):
         assert [step for step, _ in run_['curve']] == [2]   # validated once, at iteration 2
         assert run_['qualifies_as_teacher'] is False
         assert run_['checkpoint_last'].endswith('iter_2.pth')
-        assert run_['encoder'] == {'type': 'ResNet18', 'in_channels': 1, 'base_channels': 8}
+        assert run_['encoder'] == {'type': 'ResNet18', 'in_channels': 1, 'base_channels': 8,
+                                   'channels_last': True}
     assert art['joint']['iters'] == 2
     assert art['optimization_dominant'] in ('audio', 'visual')
     cfg = Config.fromfile(str(ROOT / config))

@@ -13,7 +13,8 @@ from mmengine.runner import Runner
 from mmbal.registry import HOOKS, RUNNERS
 from mmbal.utils import (FormatOnceConfig, InvalidCheckpointError, atomic_write,
                          check_resumable, check_state_dict_matches, checkpoint_candidates,
-                         drop_executable_meta, read_last_checkpoint, safe_checkpoint_loading)
+                         configure_host_allocator, drop_executable_meta, read_last_checkpoint,
+                         safe_checkpoint_loading)
 
 
 # What a resume from a checkpoint without these keys restarts from the config.
@@ -42,6 +43,8 @@ class MMBalRunner(Runner):
       newest valid checkpoint with a warning naming both.
     * Training starts by logging the world size and the effective batch, then
       MMEngine's ``auto_scale_lr`` (its ``base_batch_size`` checked first).
+    * ``env_cfg.malloc_cfg`` sets glibc's allocator thresholds at set-up
+      (:mod:`mmbal.utils.host_allocator`), before loader workers are forked.
     * ``cfg`` is a :class:`FormatOnceConfig`: the config text that the log, the
       dumped config and every checkpoint's ``meta['cfg']`` hold is formatted by
       yapf once, not at each of those uses.
@@ -51,6 +54,8 @@ class MMBalRunner(Runner):
         self._prebuilt_hooks = [_build_hook(h) for h in (custom_hooks or [])]
         super().__init__(*args, custom_hooks=self._prebuilt_hooks, **kwargs)
         self.load_strict = True
+        if self._allocator_note:  # set up before the logger existed
+            self.logger.info(self._allocator_note)
 
     @property
     def cfg(self) -> Config:
@@ -59,6 +64,12 @@ class MMBalRunner(Runner):
     @cfg.setter
     def cfg(self, cfg: Config) -> None:
         self._cfg = FormatOnceConfig.of(cfg)
+
+    def setup_env(self, env_cfg: dict) -> None:
+        """MMEngine's set-up, then ``env_cfg.malloc_cfg`` (the host allocator, before any
+        loader worker is forked; see :mod:`mmbal.utils.host_allocator`)."""
+        super().setup_env(env_cfg)
+        self._allocator_note = configure_host_allocator(env_cfg.get('malloc_cfg'))
 
     def wrap_model(self, model_wrapper_cfg, model):
         attach_balance_modules(model, self._prebuilt_hooks)
