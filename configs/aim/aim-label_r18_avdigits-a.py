@@ -3,5 +3,6 @@
 # classifier; otherwise as aim_r18_avdigits-a.py (switch_epoch 5 is ours).
 _base_ = ['./aim_r18_avdigits-a.py']
 custom_hooks = [
-    dict(type='AIMHook', switch_epoch=5, score_source='label'),
+    dict(type='AIMHook', switch_epoch=5, score_source='label',
+         dap_optimizer=dict(type='Adam', lr=0.05)),
 ]

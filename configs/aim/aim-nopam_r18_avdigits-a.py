@@ -2,5 +2,6 @@
 # two original blocks); otherwise as aim_r18_avdigits-a.py (switch_epoch 5 is ours).
 _base_ = ['./aim_r18_avdigits-a.py']
 custom_hooks = [
-    dict(type='AIMHook', switch_epoch=5, pam=False),
+    dict(type='AIMHook', switch_epoch=5, pam=False,
+         dap_optimizer=dict(type='Adam', lr=0.05)),
 ]

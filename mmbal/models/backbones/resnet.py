@@ -64,7 +64,7 @@ class ResNet18(BaseEncoder):
             the convolution return it, whatever the input's layout). The same
             arithmetic in another order of memory: outputs agree with the
             default layout to float rounding. On CPU (oneDNN) it is faster: a
-            training step of the width-16 demo model took 0.81x the time of the
+            training step of the width-16 demo model took 0.78x the time of the
             default layout (paired blocks, 2 cores; benchmarks/README.md). Off
             by default; not measured on GPUs.
     """
