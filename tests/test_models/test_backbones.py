@@ -69,6 +69,15 @@ def test_resnet18_channels_last_keeps_the_math_and_the_layout():
         for (name, a), b in zip(dense.state_dict().items(), fast.state_dict().values()):
             assert torch.equal(a, b), (redraw, name)
         assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    # mmengine's init_cfg initialisers draw after the defaults, in the default layout too
+    kaiming = dict(type='Kaiming', layer='Conv2d')
+    with_cfg = [ResNet18(in_channels=1, base_channels=8, channels_last=cl, init_cfg=kaiming)
+                for cl in (False, True)]
+    for model in with_cfg:
+        torch.manual_seed(3)
+        model.init_weights()
+    for (name, a), b in zip(with_cfg[0].state_dict().items(), with_cfg[1].state_dict().values()):
+        assert torch.equal(a, b), ('init_cfg', name)
     torch.manual_seed(2)
     built = ResNet18(in_channels=1, base_channels=8, channels_last=True)
     torch.manual_seed(2)

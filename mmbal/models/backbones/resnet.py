@@ -79,6 +79,7 @@ class ResNet18(BaseEncoder):
         self.base_channels = base_channels
         self.zero_init_residual = zero_init_residual
         self.channels_last = channels_last
+        self._drawing = False  # inside _default_layout
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, base_channels, 7, 2, 3, bias=False),
             nn.BatchNorm2d(base_channels), nn.ReLU(inplace=True),
@@ -105,15 +106,19 @@ class ResNet18(BaseEncoder):
     def _default_layout(self) -> Iterator[None]:
         """Random draws in the default layout: an in-place draw fills memory in its
         physical order, so a channels-last weight would get the same numbers at other
-        positions; drawn contiguous, a seed gives the same weights in either layout."""
-        if not self.channels_last:
+        positions; drawn contiguous, a seed gives the same weights in either layout.
+        Re-entrant: ``init_weights`` runs ``init_default_weights`` and then the
+        ``init_cfg`` initialisers, all inside the outermost call's default layout."""
+        if not self.channels_last or self._drawing:
             yield
             return
+        self._drawing = True
         self.to(memory_format=torch.contiguous_format)  # same Parameter objects
         try:
             yield
         finally:
             self.to(memory_format=torch.channels_last)
+            self._drawing = False
 
     def init_default_weights(self) -> None:
         with self._default_layout():
