@@ -1,14 +1,18 @@
 """env_cfg.malloc_cfg: validated, applied through glibc's mallopt, logged by the Runner."""
-import platform
+import json
+import logging
 import subprocess
 import sys
 
 import pytest
+from mmengine.config import Config
 
 from mmbal.utils import check_malloc_cfg, configure_host_allocator
-from mmbal.utils.host_allocator import MAX_MMAP_THRESHOLD
+from mmbal.utils.host_allocator import MAX_MMAP_THRESHOLD, _glibc
 
-GLIBC = platform.system() == 'Linux' and platform.libc_ver()[0] == 'glibc'
+GLIBC = _glibc() is not None
+#: The thresholds every config inherits.
+RUNTIME_MALLOC_CFG = Config.fromfile('configs/_base_/default_runtime.py').env_cfg.malloc_cfg
 
 
 @pytest.mark.parametrize('cfg, message', [
@@ -30,11 +34,11 @@ def test_empty_malloc_cfg_changes_nothing():
 
 
 STEPS = """
-import resource, sys
+import json, resource, sys
 import numpy as np
 from mmbal.utils import configure_host_allocator
-if sys.argv[1] == 'set':
-    assert configure_host_allocator(dict(mmap_threshold=32 * 1024**2, trim_threshold=1024**3))
+if sys.argv[1] != 'default':
+    assert configure_host_allocator(json.loads(sys.argv[1]))
 def step():  # a training step's activations: allocated one by one, freed together
     blocks = [np.ones(1536 * 1024, dtype=np.float32) for _ in range(10)]  # 10 x 6 MiB
     del blocks
@@ -57,25 +61,24 @@ def test_malloc_cfg_stops_steady_steps_from_faulting():
         out = subprocess.run([sys.executable, '-c', STEPS, mode], capture_output=True,
                              text=True, check=True)
         return int(out.stdout.split()[-1])
-    default, configured = faults('default'), faults('set')
+    default, configured = faults('default'), faults(json.dumps(dict(RUNTIME_MALLOC_CFG)))
     assert default > 20 * 2000, default
     assert configured < 200, configured
 
 
-def test_runner_applies_and_logs_malloc_cfg(tmp_path, caplog):
+def test_runner_applies_and_logs_malloc_cfg(tmp_path):
     """MMBalRunner.setup_env applies env_cfg.malloc_cfg and the Runner's log names it;
     a bad key fails the Runner's construction with the key named."""
-    from mmengine.config import Config
-
     from mmbal.engine.runner import MMBalRunner
     cfg = Config.fromfile('configs/concat/concat_r18_avdigits.py')
     cfg.work_dir = str(tmp_path)
     runner = MMBalRunner.from_cfg(cfg)
     expected = ('host allocator (glibc mallopt)' if GLIBC else 'not applied')
     assert expected in runner._allocator_note
-    log = open(runner.logger.handlers[-1].baseFilename).read() \
-        if hasattr(runner.logger.handlers[-1], 'baseFilename') else ''
-    assert expected in log
+    (log_file, ) = [h.baseFilename for h in runner.logger.handlers
+                    if isinstance(h, logging.FileHandler)]
+    with open(log_file) as f:
+        assert expected in f.read()
     cfg.work_dir = str(tmp_path / 'bad')
     cfg.env_cfg.malloc_cfg = dict(mmap_size=1)
     with pytest.raises(ValueError, match=r"unknown keys \['mmap_size'\]"):
